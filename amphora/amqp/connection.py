@@ -1,0 +1,397 @@
+"""One AMQP connection over a gevent socket.
+
+A connection owns three greenlets: the reader (parses frames and dispatches them to channels; it also
+notices silence), the writer (coalesces every queued frame into one ``sendall``) and the heartbeat ticker.
+Nothing else ever touches the socket. When the socket dies, every waiter on the connection and its channels
+gets the error at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import platform
+import socket as _stdlib_socket
+import ssl
+from typing import Any, Callable
+
+import gevent
+from gevent import socket
+from gevent.event import AsyncResult, Event
+from pamqp import commands
+
+from . import frames
+from .channel import Channel
+from .errors import (
+    AMQPError,
+    AuthenticationError,
+    BrokerUnreachable,
+    ConnectionClosed,
+    ConnectionLost,
+    ConnectionTimeout,
+    ProtocolError,
+    TLSError,
+    connection_error,
+)
+from .errors import ConnectionError as AMQPConnectionError
+from .parameters import ConnectionParameters
+
+log = logging.getLogger(__name__)
+
+WRITE_BACKLOG_LIMIT = 4 * 1024 * 1024
+"""Bytes queued for the writer beyond which publishers wait (backpressure)."""
+SILENT_TICKS_LIMIT = 4
+"""Heartbeat ticks (half intervals) without a byte from the broker before the connection counts as lost."""
+
+CLIENT_CAPABILITIES = {
+    "publisher_confirms": True,
+    "consumer_cancel_notify": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "connection.blocked": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+}
+
+CloseCallback = Callable[[BaseException | None], None]
+
+
+def connect(url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", **options: Any) -> Connection:
+    """Open a connection to the broker at ``url``; keyword options override what the URL says."""
+    return Connection(ConnectionParameters.from_url(url, **options)).open()
+
+
+class Connection:
+    """An AMQP 0-9-1 connection: handshake, channels, heartbeats, flow control and failure reporting."""
+
+    def __init__(self, parameters: ConnectionParameters) -> None:
+        self.parameters = parameters
+        self.server_properties: dict[str, Any] = {}
+        self.frame_max = parameters.frame_max
+        self.channel_max = parameters.channel_max
+        self.heartbeat = parameters.heartbeat
+        self.blocked = False
+        self._sock: socket.socket | None = None
+        self._reader = frames.FrameReader(frames.MIN_FRAME_MAX * 32)
+        self._handshake_frames: collections.deque[frames.DecodedFrame] = collections.deque()
+        self._channels: dict[int, Channel] = {}
+        self._write_chunks: list[bytes] = []
+        self._write_size = 0
+        self._write_wakeup = Event()
+        self._drained = Event()
+        self._drained.set()
+        self._sent_since_tick = False
+        self._received_since_tick = False
+        self._greenlets: list[gevent.Greenlet] = []
+        self._error: BaseException | None = None
+        self._close_ok = AsyncResult()
+        self._close_callbacks: list[CloseCallback] = []
+        self._blocked_callbacks: list[Callable[[str], None]] = []
+        self._unblocked_callbacks: list[Callable[[], None]] = []
+        self._consumer_tags = itertools.count(1)
+
+    # --- opening -------------------------------------------------------------------------------
+
+    def open(self) -> Connection:
+        """Connect and complete the handshake within the connection timeout; raise a typed error if not."""
+        timeout = self.parameters.connection_timeout
+        try:
+            with gevent.Timeout(timeout, ConnectionTimeout(f"no answer from {self.parameters.url} in {timeout} s")):
+                self._sock = self._connect_socket()
+                self._handshake()
+        except BaseException:
+            if self._sock is not None:
+                self._sock.close()
+            self._error = ConnectionClosed(0, "the connection was never opened")
+            raise
+        self._reader.frame_max = self.frame_max
+        self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._write_loop)]
+        if self.heartbeat:
+            self._greenlets.append(gevent.spawn(self._heartbeat_loop))
+        log.debug("connected to %s (frame_max=%d heartbeat=%d)", self.parameters.url, self.frame_max, self.heartbeat)
+        return self
+
+    def _connect_socket(self) -> socket.socket:
+        params = self.parameters
+        try:
+            sock = socket.create_connection((params.host, params.port))
+        except OSError as exc:
+            raise BrokerUnreachable(f"cannot reach the broker at {params.url}: {exc.strerror or exc}") from None
+        sock.setsockopt(_stdlib_socket.IPPROTO_TCP, _stdlib_socket.TCP_NODELAY, 1)
+        if not params.tls:
+            return sock
+        try:
+            return params.make_ssl_context().wrap_socket(sock, server_hostname=params.server_hostname or params.host)
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            sock.close()
+            raise TLSError(f"TLS handshake with {params.url} failed: {exc}") from None
+
+    def _handshake(self) -> None:
+        params = self.parameters
+        assert self._sock is not None
+        self._sock.sendall(frames.PROTOCOL_HEADER)
+        start = self._expect(commands.Connection.Start, "before the handshake")
+        self.server_properties = dict(start.server_properties or {})
+        if "PLAIN" not in str(start.mechanisms).split():
+            raise AMQPConnectionError(f"the broker does not offer PLAIN authentication ({start.mechanisms})")
+        self._send_now(
+            commands.Connection.StartOk(
+                client_properties={
+                    "product": "amphora",
+                    "platform": f"Python {platform.python_version()}",
+                    "capabilities": CLIENT_CAPABILITIES,
+                },
+                mechanism="PLAIN",
+                response=f"\0{params.user}\0{params.password}",
+                locale="en_US",
+            )
+        )
+        tune = self._expect(commands.Connection.Tune, "after authentication", eof_error=AuthenticationError)
+        self.channel_max = _negotiate(params.channel_max, tune.channel_max)
+        self.frame_max = _negotiate(params.frame_max, tune.frame_max)
+        self.heartbeat = 0 if params.heartbeat == 0 else _negotiate(params.heartbeat, tune.heartbeat)
+        self._send_now(commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat))
+        self._send_now(commands.Connection.Open(virtual_host=params.vhost))
+        self._expect(commands.Connection.OpenOk, "on opening the virtual host")
+
+    def _send_now(self, method: Any) -> None:
+        assert self._sock is not None
+        self._sock.sendall(frames.method_frame(0, method))
+
+    def _expect(self, method_class: type, stage: str, eof_error: type[AMQPError] = ConnectionLost) -> Any:
+        """The next handshake frame, which must be a ``method_class`` (a Connection.Close is raised typed)."""
+        assert self._sock is not None
+        while not self._handshake_frames:
+            data = self._sock.recv(65536)
+            if not data:
+                raise eof_error(f"the broker at {self.parameters.url} closed the connection {stage}")
+            self._handshake_frames.extend(self._reader.feed(data))
+        channel, _, payload = self._handshake_frames.popleft()
+        if isinstance(payload, commands.Connection.Close):
+            self._send_now(commands.Connection.CloseOk())
+            raise connection_error(payload.reply_code, f"{payload.reply_text} ({self.parameters.url})")
+        if channel != 0 or not isinstance(payload, method_class):
+            raise ProtocolError(f"expected {method_class.__name__} {stage}, got {payload!r}")
+        return payload
+
+    # --- channels ------------------------------------------------------------------------------
+
+    def channel(self) -> Channel:
+        """Open a new channel."""
+        self._raise_if_closed()
+        channel_id = next((i for i in range(1, self.channel_max + 1) if i not in self._channels), None)
+        if channel_id is None:
+            raise AMQPConnectionError(f"all {self.channel_max} channels are in use")
+        channel = Channel(self, channel_id)
+        self._channels[channel_id] = channel
+        try:
+            channel.open()
+        except BaseException:
+            self._channels.pop(channel_id, None)
+            raise
+        return channel
+
+    def forget_channel(self, channel_id: int) -> None:
+        """Free a closed channel's number. Called by the channel."""
+        self._channels.pop(channel_id, None)
+
+    def new_consumer_tag(self) -> str:
+        """A consumer tag unique on this connection."""
+        return f"amphora.{next(self._consumer_tags)}"
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue whole frames for the writer; never yields, so a message's frames stay together."""
+        if self._error is not None:
+            raise self._error
+        self._write_chunks.append(data)
+        self._write_size += len(data)
+        self._sent_since_tick = True
+        self._write_wakeup.set()
+
+    def wait_writable(self) -> None:
+        """Block while the write backlog is over its limit (the broker is slow, blocked or gone)."""
+        while self._write_size > WRITE_BACKLOG_LIMIT and self._error is None:
+            self._drained.clear()
+            self._drained.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def write_backlog(self) -> int:
+        """Bytes queued and not yet handed to the socket."""
+        return self._write_size
+
+    def _write_loop(self) -> None:
+        assert self._sock is not None
+        sendall = self._sock.sendall
+        try:
+            while True:
+                self._write_wakeup.wait()
+                self._write_wakeup.clear()
+                while self._write_chunks:
+                    chunks = self._write_chunks
+                    self._write_chunks = []
+                    self._write_size = 0
+                    self._drained.set()
+                    sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except OSError as exc:
+            self._fail(ConnectionLost(f"writing to {self.parameters.url} failed: {exc}"))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        assert self._sock is not None
+        recv = self._sock.recv
+        feed = self._reader.feed
+        try:
+            pending = list(self._handshake_frames)
+            self._handshake_frames.clear()
+            self._dispatch(pending)
+            while True:
+                data = recv(262144)
+                if not data:
+                    raise ConnectionLost(f"the broker at {self.parameters.url} closed the socket")
+                self._received_since_tick = True
+                self._dispatch(feed(data))
+        except OSError as exc:
+            self._fail(ConnectionLost(f"reading from {self.parameters.url} failed: {exc}"))
+        except AMQPConnectionError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug in a frame handler must not leave waiters hanging
+            log.exception("failed to handle a frame from %s", self.parameters.url)
+            self._fail(ProtocolError(f"failed to handle a frame: {exc!r}"))
+
+    def _dispatch(self, decoded: list[frames.DecodedFrame]) -> None:
+        channels = self._channels
+        for channel_id, frame_type, payload in decoded:
+            if channel_id == 0:
+                self._on_connection_frame(payload)
+            else:
+                channel = channels.get(channel_id)
+                if channel is not None:
+                    channel.on_frame(frame_type, payload)
+
+    def _on_connection_frame(self, payload: frames.Payload) -> None:
+        if payload is None:  # heartbeat
+            return
+        if isinstance(payload, commands.Connection.Close):
+            self._send_quietly(frames.method_frame(0, commands.Connection.CloseOk()))
+            raise connection_error(payload.reply_code, str(payload.reply_text))
+        if isinstance(payload, commands.Connection.CloseOk):
+            self._close_ok.set(None)
+        elif isinstance(payload, commands.Connection.Blocked):
+            self.blocked = True
+            log.warning("the broker blocked publishing on %s: %s", self.parameters.url, payload.reason)
+            self._notify(self._blocked_callbacks, str(payload.reason))
+        elif isinstance(payload, commands.Connection.Unblocked):
+            self.blocked = False
+            log.info("the broker unblocked publishing on %s", self.parameters.url)
+            self._notify(self._unblocked_callbacks)
+        else:
+            raise ProtocolError(f"unexpected frame on channel 0: {payload!r}")
+
+    def _send_quietly(self, data: bytes) -> None:
+        """A last frame, written directly: used when the connection is ending anyway."""
+        try:
+            assert self._sock is not None
+            self._sock.sendall(data)
+        except OSError:
+            pass
+
+    # --- heartbeats ----------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.heartbeat / 2
+        silent_ticks = 0
+        while self._error is None:
+            gevent.sleep(interval)
+            if not self._sent_since_tick:
+                self._write_chunks.append(frames.HEARTBEAT)
+                self._write_wakeup.set()
+            self._sent_since_tick = False
+            silent_ticks = 0 if self._received_since_tick else silent_ticks + 1
+            self._received_since_tick = False
+            if silent_ticks >= SILENT_TICKS_LIMIT:
+                self._fail(
+                    ConnectionLost(f"no heartbeat from {self.parameters.url} for {silent_ticks * interval:.1f} s")
+                )
+
+    # --- closing and failure -------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._error is None and self._sock is not None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the connection politely (waiting up to ``timeout`` for the broker's answer)."""
+        if self._error is not None:
+            return
+        try:
+            self.send(frames.method_frame(0, commands.Connection.Close(200, "Normal shutdown", 0, 0)))
+            self._close_ok.wait(timeout)
+        except AMQPError:
+            pass
+        self._fail(ConnectionClosed(200, "closed by the client"), clean=True)
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """Call ``callback(error)`` when the connection ends; ``error`` is None when we closed it."""
+        self._close_callbacks.append(callback)
+
+    def add_blocked_callback(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` when the broker blocks publishing (memory or disk alarm)."""
+        self._blocked_callbacks.append(callback)
+
+    def add_unblocked_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the broker unblocks publishing."""
+        self._unblocked_callbacks.append(callback)
+
+    def _raise_if_closed(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._sock is None:
+            raise AMQPConnectionError("the connection is not open yet: call open()")
+
+    def _fail(self, error: BaseException, clean: bool = False) -> None:
+        """End the connection: every waiter on it and its channels gets ``error``."""
+        if self._error is not None:
+            return
+        self._error = error
+        if not clean:
+            log.warning("connection to %s lost: %s", self.parameters.url, error)
+        if self._sock is not None:
+            self._sock.close()
+        self._drained.set()
+        for channel in list(self._channels.values()):
+            channel.fail(error)
+        self._channels.clear()
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._greenlets if g is not current], block=False)
+        self._notify(self._close_callbacks, None if clean else error)
+
+    @staticmethod
+    def _notify(callbacks: list[Callable[..., None]], *args: Any) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("connection callback %r failed", callback)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<Connection {self.parameters.url} {state}>"
+
+
+def _negotiate(ours: int, theirs: int) -> int:
+    """The smaller of two limits, where 0 means 'no limit'."""
+    if not ours or not theirs:
+        return ours or theirs
+    return min(ours, theirs)

@@ -1,0 +1,242 @@
+"""Channels against a real broker: synchronous methods, typed errors, publishing, confirms, consumers."""
+
+from __future__ import annotations
+
+import uuid
+
+import gevent
+import pytest
+from gevent.queue import Queue
+
+from amphora.amqp import Properties, connect
+from amphora.amqp.errors import (
+    AccessRefused,
+    ChannelClosed,
+    MessageNacked,
+    MessageReturned,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def connection(amqp_url):
+    conn = connect(amqp_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def channel(connection):
+    return connection.channel()
+
+
+@pytest.fixture
+def queue(channel):
+    name = f"test-{uuid.uuid4().hex}"
+    channel.queue_declare(name, auto_delete=False)
+    yield name
+    if channel.is_open:
+        channel.queue_delete(name)
+
+
+def consume_into(channel, queue, no_ack=True) -> Queue:
+    received: Queue = Queue()
+    channel.basic_consume(queue, received.put, no_ack=no_ack)
+    return received
+
+
+def test_negotiates_limits_and_reports_the_broker(connection):
+    assert connection.server_properties["product"] == "RabbitMQ"
+    assert connection.frame_max == 131072
+    assert connection.heartbeat == 30
+    assert connection.is_open
+
+
+def test_declare_bind_publish_consume_and_delete(channel, queue):
+    exchange = f"ex-{uuid.uuid4().hex}"
+    channel.exchange_declare(exchange, "direct")
+    channel.queue_bind(queue, exchange, "key")
+    received = consume_into(channel, queue)
+    channel.basic_publish(b"hello", exchange, "key", Properties(content_type="text/plain", message_id="42"))
+    message = received.get(timeout=5)
+    assert (message.body, message.routing_key, message.exchange) == (b"hello", "key", exchange)
+    assert message.properties.message_id == "42" and message.properties.content_type == "text/plain"
+    channel.queue_unbind(queue, exchange, "key")
+    channel.exchange_delete(exchange)
+
+
+def test_purge_and_delete_report_message_counts(channel, queue):
+    channel.confirm_select()
+    for _ in range(3):
+        channel.basic_publish(b"x", "", queue).wait()
+    assert channel.queue_declare(queue, passive=True).message_count == 3
+    assert channel.queue_purge(queue) == 3
+    channel.basic_publish(b"x", "", queue).wait()
+    assert channel.queue_delete(queue) == 1
+
+
+def test_missing_queue_is_not_found_and_closes_only_that_channel(connection, channel):
+    other = connection.channel()
+    with pytest.raises(NotFound, match="no queue"):
+        channel.queue_declare(f"missing-{uuid.uuid4().hex}", passive=True)
+    assert not channel.is_open
+    with pytest.raises(NotFound):
+        channel.queue_declare("anything")  # the closed channel says why it closed
+    assert other.is_open and connection.is_open
+    other.queue_declare("", exclusive=True)  # the connection still works
+
+
+def test_redeclare_with_other_arguments_is_precondition_failed(connection, queue):
+    with pytest.raises(PreconditionFailed):
+        connection.channel().queue_declare(queue, durable=True)
+
+
+def test_exclusive_queue_of_another_connection_is_locked(amqp_url, connection):
+    owner = connect(amqp_url)
+    try:
+        name = owner.channel().queue_declare("", exclusive=True).queue
+        with pytest.raises(ResourceLocked):
+            connection.channel().queue_declare(name, passive=True)
+    finally:
+        owner.close()
+
+
+def test_reserved_names_are_access_refused(channel):
+    with pytest.raises(AccessRefused):
+        channel.exchange_declare("amq.mine", "direct")
+
+
+def test_channel_error_fails_the_waiting_call_only(connection):
+    channels = [connection.channel() for _ in range(3)]
+    bad = gevent.spawn(channels[0].exchange_declare, f"missing-{uuid.uuid4().hex}", passive=True)
+    good = [gevent.spawn(ch.queue_declare, "", exclusive=True) for ch in channels[1:]]
+    gevent.joinall([bad, *good], timeout=10)
+    assert isinstance(bad.exception, NotFound)
+    assert all(g.successful() for g in good)
+
+
+def test_ten_megabyte_body_round_trip(channel, queue):
+    body = bytes(range(256)) * (10 * 1024 * 1024 // 256) + b"tail"
+    received = consume_into(channel, queue)
+    channel.confirm_select()
+    channel.basic_publish(body, "", queue).wait(timeout=30)
+    assert received.get(timeout=30).body == body
+
+
+def test_bodies_at_frame_boundaries(connection, channel, queue):
+    chunk = connection.frame_max - 8
+    sizes = [0, 1, chunk - 1, chunk, chunk + 1, 2 * chunk, 2 * chunk + 1]
+    received = consume_into(channel, queue)
+    channel.confirm_select()
+    for size in sizes:
+        channel.basic_publish(bytes([size % 251]) * size, "", queue).wait()
+    assert [received.get(timeout=5).body for _ in sizes] == [bytes([s % 251]) * s for s in sizes]
+
+
+def test_confirm_wait_and_callbacks(channel, queue):
+    channel.confirm_select()
+    settled = []
+    confirmations = [channel.basic_publish(b"%d" % i, "", queue) for i in range(500)]
+    for confirmation in confirmations:
+        confirmation.add_done_callback(settled.append)
+    confirmations[-1].wait(timeout=10)
+    for confirmation in confirmations:
+        confirmation.wait(timeout=10)
+    assert len(settled) == 500 and all(c.exception is None for c in settled)
+    assert channel.queue_declare(queue, passive=True).message_count == 500
+
+
+def test_nacked_publish_is_reported(channel):
+    name = f"full-{uuid.uuid4().hex}"
+    channel.queue_declare(name, auto_delete=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    channel.confirm_select()
+    channel.basic_publish(b"first", "", name).wait(timeout=5)
+    with pytest.raises(MessageNacked):
+        channel.basic_publish(b"second", "", name).wait(timeout=5)
+    channel.queue_delete(name)
+
+
+def test_unroutable_mandatory_publish_is_returned_to_its_publisher(channel, queue):
+    channel.confirm_select()
+    routed = channel.basic_publish(b"a", "", queue, mandatory=True)
+    lost = channel.basic_publish(b"b", "", f"nowhere-{uuid.uuid4().hex}", mandatory=True)
+    after = channel.basic_publish(b"c", "", queue, mandatory=True)
+    routed.wait(timeout=5)
+    after.wait(timeout=5)
+    with pytest.raises(MessageReturned) as info:
+        lost.wait(timeout=5)
+    assert info.value.reply_code == 312 and info.value.message.body == b"b"
+
+
+def test_returns_without_confirms_reach_the_return_callback(channel):
+    returned: Queue = Queue()
+    channel.add_return_callback(lambda message, error: returned.put((message.body, error.reply_code)))
+    channel.basic_publish(b"lost", "", f"nowhere-{uuid.uuid4().hex}", mandatory=True)
+    assert returned.get(timeout=5) == (b"lost", 312)
+
+
+def test_manual_ack_nack_reject_and_multiple(connection, queue):
+    publisher = connection.channel()
+    publisher.confirm_select()
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=10)
+    received = consume_into(consumer, queue, no_ack=False)
+    for i in range(4):
+        publisher.basic_publish(b"%d" % i, "", queue).wait()
+    first = [received.get(timeout=5) for _ in range(4)]
+    first[1].ack(multiple=True)  # acks 0 and 1
+    first[2].reject(requeue=False)  # dropped
+    first[3].nack(requeue=True)  # comes back, redelivered
+    again = received.get(timeout=5)
+    assert again.body == b"3" and again.redelivered
+    again.ack()
+    gevent.sleep(0)  # let the writer flush the ack before we count
+    checker = connection.channel()
+    for _ in range(50):  # the broker applies acks asynchronously: poll until it has
+        if checker.queue_declare(queue, passive=True).message_count == 0:
+            break
+        gevent.sleep(0.05)
+    consumer.close()
+    assert checker.queue_declare(queue, passive=True).message_count == 0
+
+
+def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue):
+    publisher = connection.channel()
+    publisher.confirm_select()
+    publisher.basic_publish(b"keep me", "", queue).wait()
+    consumer = connection.channel()
+    received = consume_into(consumer, queue, no_ack=False)
+    assert received.get(timeout=5).body == b"keep me"
+    consumer.close()
+    again = consume_into(connection.channel(), queue, no_ack=False).get(timeout=5)
+    assert again.body == b"keep me" and again.redelivered
+
+
+def test_server_cancel_is_reported_when_the_queue_is_deleted(connection, channel, queue):
+    cancelled: Queue = Queue()
+    tag = channel.basic_consume(queue, lambda m: None, on_cancel=cancelled.put)
+    connection.channel().queue_delete(queue)
+    assert cancelled.get(timeout=5) == tag
+    channel.queue_declare(queue)  # the channel survives; recreate so the fixture can delete it
+
+
+def test_cancelled_consumer_gets_nothing_more(channel, queue):
+    received: Queue = Queue()
+    tag = channel.basic_consume(queue, received.put, no_ack=True)
+    channel.basic_cancel(tag)
+    channel.confirm_select()
+    channel.basic_publish(b"x", "", queue).wait()
+    assert channel.queue_declare(queue, passive=True).message_count == 1
+    assert received.empty()
+
+
+def test_closed_channel_refuses_work_with_a_clear_error(connection):
+    channel = connection.channel()
+    channel.close()
+    with pytest.raises(ChannelClosed, match="closed by the client"):
+        channel.basic_publish(b"x", "", "q")
+    channel.close()  # closing twice is harmless
