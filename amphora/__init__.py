@@ -1,0 +1,35 @@
+"""amphora: reliable RPC for gevent over AMQP 0-9-1 (RabbitMQ)."""
+
+from .client import AmqpRpcClient
+from .exceptions import (
+    IgnoreRequest,
+    NoResult,
+    OutboxFull,
+    RemoteException,
+    ReplyQueueLost,
+    RequestExpired,
+    Unroutable,
+    WrongRequest,
+    WrongResult,
+)
+from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
+from .server import AmqpRpcServer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmqpRpcClient",
+    "AmqpRpcServer",
+    "IgnoreRequest",
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "NoResult",
+    "OutboxFull",
+    "RemoteException",
+    "ReplyQueueLost",
+    "RequestExpired",
+    "RpcJsonSerializer",
+    "Unroutable",
+    "WrongRequest",
+    "WrongResult",
+]

@@ -1,0 +1,323 @@
+"""AmqpRpcClient: calls the functions of a service, blocking (``call``) or not (``defer``).
+
+Requests go through the outbox (kept until the broker confirms them, published again after a reconnect)
+as persistent, mandatory messages whose expiration is the call's timeout. Replies come to the client's own
+durable reply queue, which outlives a lost connection; replies nobody waits for any more are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import uuid as uuid_module
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from .amqp import Connection, Message, Properties
+from .amqp.errors import AMQPError, MessageReturned, NotFound
+from .config import broker_parameters
+from .exceptions import NoResult, RemoteException, ReplyQueueLost, RequestExpired, Unroutable, WrongRequest, WrongResult
+from .link import Link
+from .outbox import Outbox
+from .protocol import (
+    HEADER_CLIENT,
+    HEADER_DEADLINE,
+    HEADER_ERROR,
+    HEADER_VERSION,
+    PROTOCOL_VERSION,
+    WRONG_REQUEST,
+    Serializer,
+    decode_reply,
+    encode_request,
+    make_serializer,
+)
+from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
+
+log = logging.getLogger(__name__)
+
+Tuner = Callable[[tuple[Any, ...], dict[str, Any]], "str | dict[str, str]"]
+REPLY_PREFETCH = 1000
+
+
+def expiry_grace(timeout: float) -> float:
+    """How long past its timeout a call waits for its request to come back expired before NoResult."""
+    return min(1.0, 0.1 + 0.05 * timeout)
+
+
+class _PendingCall:
+    __slots__ = ("result", "function", "timeout", "timer")
+
+    def __init__(self, result: AsyncResult, function: str, timeout: float | None) -> None:
+        self.result = result
+        self.function = function
+        self.timeout = timeout
+        self.timer: Any = None
+
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        if self.timer is not None:
+            self.timer.close()
+        if error is None:
+            self.result.set(value)
+        else:
+            self.result.set_exception(error)
+
+
+class Caller:
+    """``client.call`` / ``client.defer``: attribute access names the function, calling it calls it.
+
+    ``client.call.send_message.email.text(...)`` calls ``"send_message.email.text"``. Calling the bare helper
+    with options (``function_name``, ``timeout``, ``routing_key``, and for ``defer`` ``wait_publish``) returns
+    a helper with those options: ``client.call(timeout=5).add(1, 2)``.
+    """
+
+    __slots__ = ("_invoke", "_name", "_options", "_allowed")
+
+    def __init__(
+        self,
+        invoke: Callable[..., Any],
+        allowed: frozenset[str],
+        name: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self._invoke = invoke
+        self._allowed = allowed
+        self._name = name
+        self._options = options or {}
+
+    def __getattr__(self, name: str) -> Caller:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        full_name = f"{self._name}.{name}" if self._name else name
+        return Caller(self._invoke, self._allowed, full_name, self._options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._name is not None:
+            return self._invoke(self._name, args, kwargs, **self._options)
+        if args:
+            raise TypeError("name the function first: client.call.fn(...) or client.call(function_name='fn')(...)")
+        unknown = set(kwargs) - self._allowed - {"function_name"}
+        if unknown:
+            raise TypeError(f"unknown call option(s): {', '.join(sorted(unknown))}")
+        name = kwargs.pop("function_name", None)
+        return Caller(self._invoke, self._allowed, name, {**self._options, **kwargs})
+
+
+class AmqpRpcClient:
+    """Calls the functions of ``service_name``; see the API documentation for every option."""
+
+    def __init__(
+        self,
+        service_name: str,
+        uuid: str | None = None,
+        serializer: Serializer | type | None = None,
+        timeout: float = 60,
+        autostart: bool = True,
+        *,
+        url: str | None = None,
+        urls: Sequence[str] | None = None,
+        persistent: bool = True,
+        reply_queue_expires: float = 600.0,
+        outbox_limit: int = 100_000,
+        **connection_options: Any,
+    ) -> None:
+        self.service_name = service_name
+        self.uuid = uuid or uuid_module.uuid4().hex
+        self.serializer = make_serializer(serializer)
+        self.timeout = timeout
+        self.persistent = persistent
+        self.topology = ServiceTopology(service_name, int(reply_queue_expires * 1000))
+        self.reply_queue = self.topology.reply_queue(self.uuid)
+        self._pending: dict[str, _PendingCall] = {}
+        self._tuners: dict[str, Tuner] = {}
+        self._stopped = Event()
+        parameters = broker_parameters(url, urls, **connection_options)
+        self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
+        self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
+        self._outbox = Outbox(self._publisher, limit=outbox_limit)
+        shared = self.topology.exchanges() + self.topology.default_request_queue()
+        self._consumer.declare(shared + self.topology.client_reply_queue(self.uuid))
+        self._publisher.declare(shared)
+        self._consumer.on_connected(self._check_reply_queue)
+        self._publisher.on_connected(self._wait_for_reply_queue)
+        self._consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
+        self.call = Caller(self._call, frozenset({"timeout", "routing_key"}))
+        self.defer = Caller(self._defer, frozenset({"timeout", "routing_key", "wait_publish"}))
+        if autostart:
+            self.serve()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def serve(self, nowait: bool = True) -> None:
+        """Connect (calls made before the broker answers wait in the outbox).
+
+        Raises at once what reconnecting cannot fix (wrong password, unknown vhost, refused declaration).
+        With ``nowait=False``, block until :meth:`stop`.
+        """
+        self._stopped.clear()
+        for link in (self._consumer, self._publisher):
+            link.start()
+        for link in (self._consumer, self._publisher):
+            if not link.wait_ready(timeout=link.connection_timeout + 1):
+                log.warning("%s: no broker yet; calls wait until one answers", link.name)
+        if not nowait:
+            self._stopped.wait()
+
+    def stop(self) -> None:
+        """Disconnect. Unconfirmed requests stay in the outbox until :meth:`serve`; pending calls keep
+        their timeouts."""
+        self.stop_publisher()
+        self.stop_consumer()
+        self._stopped.set()
+
+    def stop_publisher(self) -> None:
+        """Disconnect the publishing side; requests wait in the outbox."""
+        self._publisher.stop()
+
+    def stop_consumer(self) -> None:
+        """Disconnect the consuming side; replies wait in the reply queue."""
+        self._consumer.stop()
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def tune_function(self, func_name: str, tuner: Tuner | None = None) -> Any:
+        """Set how the routing key of calls to ``func_name`` is chosen from their arguments.
+
+        ``tuner(args, kwargs)`` returns the routing key, or a dict with ``"routing_key"`` (a ``"queue"``
+        key is accepted and ignored, as in the original). Usable as ``tune_function(name, tuner)`` or as a
+        decorator ``@client.tune_function(name)``. An explicit ``routing_key=`` on a call wins.
+        """
+        if tuner is None:
+            return lambda f: self.tune_function(func_name, f)
+        self._tuners[func_name] = tuner
+        return tuner
+
+    def _routing_key(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        tuner = self._tuners.get(func_name)
+        if tuner is None:
+            return DEFAULT_ROUTING_KEY
+        key = tuner(args, kwargs)
+        if isinstance(key, dict):
+            key = key["routing_key"]
+        return str(key)
+
+    def _call(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Any:
+        return self._request(func_name, args, kwargs, **options).get()
+
+    def _defer(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> AsyncResult:
+        return self._request(func_name, args, kwargs, **options)
+
+    def _request(
+        self,
+        func_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        routing_key: str | None = None,
+        wait_publish: bool = False,
+    ) -> AsyncResult:
+        timeout = self.timeout if timeout is None else timeout
+        if routing_key is None:
+            routing_key = self._routing_key(func_name, args, kwargs)
+        body = encode_request(self.serializer, func_name, args, kwargs)
+        request_id = uuid_module.uuid4().hex
+        headers: dict[str, Any] = {HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
+        expiration = None
+        if timeout:
+            headers[HEADER_DEADLINE] = int((time.time() + timeout) * 1000)
+            expiration = str(max(1, int(timeout * 1000)))
+        properties = Properties(
+            content_type=self.serializer.content_type,
+            delivery_mode=2 if self.persistent else 1,
+            message_id=request_id,
+            reply_to=self.uuid,
+            expiration=expiration,
+            timestamp=datetime.datetime.now(datetime.timezone.utc),
+            headers=headers,
+        )
+        pending = self._pending[request_id] = _PendingCall(AsyncResult(), func_name, timeout)
+        if timeout:
+            pending.timer = gevent.get_hub().loop.timer(timeout + expiry_grace(timeout))
+            pending.timer.start(self._time_out, request_id)
+        published = Event() if wait_publish else None
+
+        def on_published(error: BaseException | None) -> None:
+            if isinstance(error, MessageReturned):
+                self._settle(request_id, error=Unroutable(f"no queue for routing key {routing_key!r} of {func_name}"))
+            if published is not None:
+                published.set()
+
+        self._outbox.publish(
+            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_published
+        )
+        if published is not None:
+            published.wait()
+        return pending.result
+
+    def _settle(self, request_id: str | None, value: Any = None, error: BaseException | None = None) -> bool:
+        pending = self._pending.pop(request_id or "", None)
+        if pending is None:
+            return False
+        pending.settle(value, error)
+        return True
+
+    def _time_out(self, request_id: str) -> None:
+        pending = self._pending.get(request_id)
+        if pending is not None:
+            self._settle(request_id, error=NoResult(f"no reply to {pending.function} within {pending.timeout} s"))
+
+    # --- replies (reader greenlet) -------------------------------------------------------------
+
+    def _on_reply(self, message: Message) -> None:
+        properties = message.properties
+        headers = properties.headers or {}
+        if "x-death" in headers:  # one of our requests, dead-lettered unexecuted
+            pending = self._pending.get(properties.message_id or "")
+            if pending is not None:
+                reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"
+                error = RequestExpired(f"no server took the call to {pending.function} in time ({reason})")
+                self._settle(properties.message_id, error=error)
+        elif properties.correlation_id in self._pending:
+            value, error = self._decode(message)
+            self._settle(properties.correlation_id, value, error)
+        try:
+            message.ack()
+        except AMQPError:
+            pass  # redelivered after reconnect, then dropped as already answered
+
+    def _decode(self, message: Message) -> tuple[Any, BaseException | None]:
+        try:
+            return decode_reply(self.serializer, message.body), None
+        except RemoteException as exc:
+            headers = message.properties.headers or {}
+            if headers.get(HEADER_ERROR) == WRONG_REQUEST:
+                return None, WrongRequest(*exc.args)
+            return None, exc
+        except WrongResult as exc:
+            return None, exc
+
+    def _fail_all_pending(self, error_text: str) -> None:
+        for request_id in list(self._pending):
+            self._settle(request_id, error=ReplyQueueLost(error_text))
+
+    def _on_reply_queue_cancelled(self, consumer_tag: str) -> None:
+        self._fail_all_pending(f"the reply queue {self.reply_queue} was deleted while calls waited on it")
+        gevent.spawn(self._consumer.reset)  # declare it again and consume anew
+
+    def _check_reply_queue(self, connection: Connection) -> None:
+        """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile."""
+        if not self._pending:
+            return
+        channel = connection.channel()
+        try:
+            channel.queue_declare(self.reply_queue, passive=True)
+            channel.close()
+        except NotFound:
+            self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
+
+    def _wait_for_reply_queue(self, connection: Connection) -> None:
+        """Publish requests only once the reply queue exists, or their replies would be unroutable."""
+        self._consumer.ready.wait()

@@ -1,0 +1,60 @@
+"""The exceptions of amphora's RPC API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AmphoraError(Exception):
+    """Base of amphora's RPC errors."""
+
+
+class RemoteException(AmphoraError):
+    """The remote function raised an exception; ``error_type`` is its class name, ``args`` its arguments."""
+
+    def __init__(self, error_type: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
+        super().__init__(*args)
+        self.error_type = error_type
+
+    def __str__(self) -> str:
+        detail = ", ".join(repr(a) if not isinstance(a, str) else a for a in self.args)
+        return f"{self.error_type}: {detail}" if detail else self.error_type
+
+    def __repr__(self) -> str:
+        return f"RemoteException({self.error_type!r}, {self.args!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteException, (self.error_type, self.args))
+
+
+class WrongRequest(AmphoraError):
+    """The server could not take the request: unknown function, or a request it cannot parse."""
+
+
+class WrongResult(AmphoraError):
+    """The reply could not be parsed."""
+
+
+class NoResult(AmphoraError):
+    """No result came within the call's timeout."""
+
+
+class RequestExpired(NoResult):
+    """No server took the request before its deadline: the broker expired it unexecuted."""
+
+
+class Unroutable(AmphoraError):
+    """No queue is bound to the request's routing key (e.g. a per-key queue that was never created)."""
+
+
+class ReplyQueueLost(AmphoraError):
+    """The client's reply queue disappeared (expired or deleted) while calls waited on it."""
+
+
+class OutboxFull(AmphoraError):
+    """The outbox holds its maximum of unconfirmed messages and was told not to wait."""
+
+
+class IgnoreRequest(Exception):
+    """Raise in a handler to decline a request: a normal server passes it to another server, a fanout
+    server acknowledges it without replying."""

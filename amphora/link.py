@@ -1,0 +1,238 @@
+"""Link: a connection that stays up.
+
+It connects to one of several broker URLs, declares the registered topology and starts the registered
+consumers, and when the connection or its channel dies it reconnects (backoff with jitter) and does it all
+again. Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a declaration the broker
+refuses) are kept in ``setup_error`` so that whoever waits for the link can raise them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+
+from .amqp import Channel, Connection, ConnectionParameters, Message
+from .amqp.errors import (
+    AMQPError,
+    AuthenticationError,
+    ChannelClosed,
+    InvalidURL,
+    TLSError,
+    VhostNotAllowed,
+)
+from .topology import Declaration
+
+log = logging.getLogger(__name__)
+
+PERMANENT_ERRORS = (AuthenticationError, VhostNotAllowed, TLSError, InvalidURL, ChannelClosed)
+"""Errors that reconnecting will not fix: a link reports them to whoever waits for it."""
+MAX_BACKOFF = 2.0
+
+ConnectedHook = Callable[[Connection], None]
+ReadyHook = Callable[[Channel], None]
+
+
+@dataclass
+class _Consumer:
+    queue: str
+    on_message: Callable[[Message], None]
+    on_cancel: Callable[[str], None] | None
+    no_ack: bool
+    tag: str | None = None
+
+
+class Link:
+    """One auto-reconnecting connection with one channel, its topology and its consumers."""
+
+    def __init__(
+        self,
+        parameters: Sequence[ConnectionParameters],
+        name: str,
+        prefetch: int = 0,
+        confirm: bool = False,
+    ) -> None:
+        if not parameters:
+            raise ValueError("a link needs at least one broker URL")
+        self.name = name
+        self._parameters = list(parameters)
+        self._prefetch = prefetch
+        self._confirm = confirm
+        self._declarations: list[Declaration] = []
+        self._consumers: dict[int, _Consumer] = {}
+        self._consumer_ids = 0
+        self._on_connected: list[ConnectedHook] = []
+        self._on_ready: list[ReadyHook] = []
+        self.connection: Connection | None = None
+        self.channel: Channel | None = None
+        self.generation = 0
+        self.ready = Event()
+        self.setup_error: BaseException | None = None
+        self._attempted = Event()
+        self._lost = Event()
+        self._stopping = False
+        self._greenlet: gevent.Greenlet | None = None
+
+    # --- registration --------------------------------------------------------------------------
+
+    def on_connected(self, hook: ConnectedHook) -> None:
+        """Run ``hook(connection)`` on every new connection, before the topology is declared."""
+        self._on_connected.append(hook)
+
+    def on_ready(self, hook: ReadyHook) -> None:
+        """Run ``hook(channel)`` once topology and consumers are in place, before the link counts as ready."""
+        self._on_ready.append(hook)
+
+    def declare(self, declarations: Sequence[Declaration]) -> None:
+        """Declare now if connected, and again after every reconnect."""
+        new = [d for d in declarations if d not in self._declarations]
+        self._declarations.extend(new)
+        channel = self._live_channel()
+        if channel is not None:
+            for declaration in new:
+                declaration.declare(channel)
+
+    def forget(self, declarations: Sequence[Declaration]) -> None:
+        """Stop re-declaring these after reconnects."""
+        self._declarations = [d for d in self._declarations if d not in declarations]
+
+    def add_consumer(
+        self,
+        queue: str,
+        on_message: Callable[[Message], None],
+        on_cancel: Callable[[str], None] | None = None,
+        no_ack: bool = False,
+    ) -> int:
+        """Consume ``queue`` now if connected and after every reconnect; returns an id for removal."""
+        self._consumer_ids += 1
+        consumer = self._consumers[self._consumer_ids] = _Consumer(queue, on_message, on_cancel, no_ack)
+        channel = self._live_channel()
+        if channel is not None:
+            self._start_consumer(channel, consumer)
+        return self._consumer_ids
+
+    def remove_consumer(self, consumer_id: int) -> None:
+        """Cancel a consumer (deliveries already sent still reach its callback)."""
+        consumer = self._consumers.pop(consumer_id, None)
+        channel = self._live_channel()
+        if consumer is not None and consumer.tag is not None and channel is not None:
+            try:
+                channel.basic_cancel(consumer.tag)
+            except AMQPError as exc:
+                log.debug("%s: cancel of %s failed: %s", self.name, consumer.queue, exc)
+
+    @property
+    def connection_timeout(self) -> float:
+        """The longest connection timeout among the link's URLs."""
+        return max(p.connection_timeout for p in self._parameters)
+
+    def _live_channel(self) -> Channel | None:
+        channel = self.channel
+        return channel if self.ready.is_set() and channel is not None and channel.is_open else None
+
+    @staticmethod
+    def _start_consumer(channel: Channel, consumer: _Consumer) -> None:
+        consumer.tag = channel.basic_consume(
+            consumer.queue, consumer.on_message, no_ack=consumer.no_ack, on_cancel=consumer.on_cancel
+        )
+
+    # --- running -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in the background (a no-op if running)."""
+        if self._greenlet is None or self._greenlet.dead:
+            self._stopping = False
+            self._greenlet = gevent.spawn(self._run)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until connected and set up; raise a setup error that retrying cannot fix."""
+        if not self.ready.is_set() and self.setup_error is None:
+            with gevent.Timeout(timeout, False):
+                while not self.ready.is_set() and self.setup_error is None:
+                    self._attempted.clear()
+                    self._attempted.wait()
+        if self.setup_error is not None and not self.ready.is_set():
+            raise self.setup_error
+        return self.ready.is_set()
+
+    def reset(self) -> None:
+        """Drop the connection and set everything up again (e.g. after the broker cancelled a consumer)."""
+        if self.connection is not None:
+            self.connection.close(timeout=1)
+
+    def stop(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._stopping = True
+        self.ready.clear()
+        self._lost.set()
+        if self.connection is not None:
+            self.connection.close(timeout=2)
+        if self._greenlet is not None:
+            self._greenlet.kill(timeout=5)
+        self.connection = self.channel = None
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            parameters = self._parameters[failures % len(self._parameters)]
+            try:
+                self._connect(parameters)
+                failures = 0
+                self.setup_error = None
+                self._attempted.set()
+                self._lost.wait()
+            except AMQPError as exc:
+                failures += 1
+                self._report_failure(parameters, exc)
+            finally:
+                self.ready.clear()
+                if self.connection is not None:
+                    self.connection.close(timeout=1)
+            if not self._stopping:
+                gevent.sleep(min(MAX_BACKOFF, 0.05 * 2**failures) * random.uniform(0.5, 1.0))
+
+    def _connect(self, parameters: ConnectionParameters) -> None:
+        self._lost.clear()
+        connection = self.connection = Connection(parameters).open()
+        connection.add_close_callback(self._on_lost)
+        for hook in self._on_connected:
+            hook(connection)
+        channel = self.channel = connection.channel()
+        channel.add_close_callback(self._on_lost)
+        if self._prefetch:
+            channel.basic_qos(prefetch_count=self._prefetch, global_qos=True)
+        if self._confirm:
+            channel.confirm_select()
+        # Registrations made while this runs (each step yields) are caught by re-reading the registries.
+        declared = 0
+        while declared < len(self._declarations):
+            self._declarations[declared].declare(channel)
+            declared += 1
+        started: set[int] = set()
+        while pending := [(i, c) for i, c in list(self._consumers.items()) if i not in started]:
+            for consumer_id, consumer in pending:
+                self._start_consumer(channel, consumer)
+                started.add(consumer_id)
+        self.generation += 1
+        for hook in self._on_ready:
+            hook(channel)
+        self.ready.set()
+        log.info("%s: connected to %s", self.name, parameters.url)
+
+    def _on_lost(self, error: BaseException | None) -> None:
+        if error is not None or not self._stopping:
+            self.ready.clear()
+            self._lost.set()
+
+    def _report_failure(self, parameters: ConnectionParameters, error: AMQPError) -> None:
+        if isinstance(error, PERMANENT_ERRORS):
+            self.setup_error = error
+            log.error("%s: %s", self.name, error)
+        else:
+            log.warning("%s: cannot connect to %s (%s); retrying", self.name, parameters.url, error)
+        self._attempted.set()

@@ -1,0 +1,140 @@
+"""Outbox: every outgoing message waits here until the broker confirms it.
+
+A message is published at once when its link is up. If the connection is lost before the confirm, the
+message stays, and the link publishes every unconfirmed message again, in order, as soon as it is back
+(before any new message). A nacked message is published again; a returned (unroutable) one leaves with
+that error. A full outbox makes ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+
+from .amqp import Channel, Confirmation, Properties
+from .amqp.errors import AMQPError, MessageNacked, MessageReturned
+from .exceptions import OutboxFull
+from .link import Link
+
+log = logging.getLogger(__name__)
+
+DoneCallback = Callable[[BaseException | None], None]
+
+
+class Envelope:
+    """One message in the outbox."""
+
+    __slots__ = ("key", "exchange", "routing_key", "body", "properties", "mandatory", "on_done", "generation")
+
+    def __init__(
+        self,
+        key: int,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool,
+        on_done: DoneCallback | None,
+    ) -> None:
+        self.key = key
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+        self.mandatory = mandatory
+        self.on_done = on_done
+        self.generation = -1  # the link generation it was last published on
+
+
+class Outbox:
+    """Holds messages until confirmed and publishes them through a :class:`Link` with confirms on."""
+
+    def __init__(self, link: Link, limit: int = 100_000, block: bool = True) -> None:
+        self._link = link
+        self.limit = limit
+        self.block = block
+        self._entries: dict[int, Envelope] = {}
+        self._keys = itertools.count()
+        self._has_space = Event()
+        self._has_space.set()
+        self._empty = Event()
+        self._empty.set()
+        link.on_ready(self._replay)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: Properties,
+        mandatory: bool = False,
+        on_done: DoneCallback | None = None,
+    ) -> Envelope:
+        """Add a message; ``on_done(error)`` runs (in the reader greenlet) once it is confirmed or refused."""
+        while len(self._entries) >= self.limit:
+            if not self.block:
+                raise OutboxFull(f"the outbox holds {self.limit} unconfirmed messages")
+            self._has_space.clear()
+            self._has_space.wait()
+        envelope = Envelope(next(self._keys), exchange, routing_key, body, properties, mandatory, on_done)
+        self._entries[envelope.key] = envelope
+        self._empty.clear()
+        if self._link.ready.is_set():
+            self._send(envelope)
+        return envelope
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message is confirmed; False if ``timeout`` passed first."""
+        return self._empty.wait(timeout)
+
+    def _send(self, envelope: Envelope) -> None:
+        channel = self._link.channel
+        generation = envelope.generation = self._link.generation
+        try:
+            assert channel is not None
+            confirmation = channel.basic_publish(
+                envelope.body, envelope.exchange, envelope.routing_key, envelope.properties, envelope.mandatory
+            )
+        except AMQPError as exc:  # the connection just died: the replay after reconnecting sends it
+            log.debug("publish deferred until reconnect: %s", exc)
+            return
+        assert confirmation is not None, "the outbox's link must have publisher confirms on"
+        confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
+
+    def _on_confirmation(self, envelope: Envelope, generation: int, confirmation: Confirmation) -> None:
+        error = confirmation.exception
+        if error is None or isinstance(error, MessageReturned):
+            self._finish(envelope, error)
+        elif isinstance(error, MessageNacked) and generation == self._link.generation and self._link.ready.is_set():
+            log.warning("broker nacked a message to %r; publishing it again", envelope.exchange)
+            gevent.spawn(self._send, envelope)  # publishing may wait: not in the reader greenlet
+        # on a lost connection the envelope stays; the replay after reconnecting sends it
+
+    def _finish(self, envelope: Envelope, error: BaseException | None) -> None:
+        if self._entries.pop(envelope.key, None) is None:
+            return
+        if not self._entries:
+            self._empty.set()
+        if len(self._entries) < self.limit:
+            self._has_space.set()
+        if envelope.on_done is not None:
+            try:
+                envelope.on_done(error)
+            except Exception:
+                log.exception("outbox callback %r failed", envelope.on_done)
+
+    def _replay(self, channel: Channel) -> None:
+        """Publish, in order, every message not yet published on the new connection."""
+        generation = self._link.generation
+        while stale := [e for e in self._entries.values() if e.generation != generation]:
+            log.info("republishing %d unconfirmed messages", len(stale))
+            for envelope in stale:
+                if envelope.key in self._entries:
+                    self._send(envelope)

@@ -1,0 +1,155 @@
+"""amphora's wire format: serializers, request and reply bodies, and the headers both sides use.
+
+A request body is ``{"func": "a.b", "args": [...], "kwargs": {...}}``; a reply body is ``{"result": ...}`` or
+``{"exception": {"type": "ValueError", "args": [...]}}``. A reply to a request the server could not take
+carries the header ``x-amphora-error: wrong-request`` and the reason as its exception.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from .exceptions import RemoteException, WrongResult
+
+PROTOCOL_VERSION = 1
+HEADER_VERSION = "x-amphora-version"
+HEADER_CLIENT = "x-amphora-client"
+"""The calling client's id on every request: routes an expired request back to its caller."""
+HEADER_DEADLINE = "x-amphora-deadline"
+"""Unix time in milliseconds after which a server must not start the request."""
+HEADER_ERROR = "x-amphora-error"
+HEADER_DEAD = "x-amphora-dead"
+"""Set to ``refused`` on a request a server dead-lettered; ``x-amphora-reason`` says why."""
+HEADER_REASON = "x-amphora-reason"
+REFUSED = "refused"
+WRONG_REQUEST = "wrong-request"
+
+
+class Serializer(Protocol):
+    """Turns Python values into message bodies and back."""
+
+    content_type: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class JsonSerializer:
+    """JSON, the default: readable, safe, spoken by every language."""
+
+    content_type = "application/json"
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        self._decoder = json.JSONDecoder()
+
+    def dumps(self, value: Any) -> bytes:
+        return self._encoder.encode(value).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return self._decoder.decode(data.decode())
+
+
+class MsgpackSerializer:
+    """MessagePack (needs the ``msgpack`` package): smaller and faster than JSON, and carries bytes."""
+
+    content_type = "application/msgpack"
+
+    def __init__(self) -> None:
+        import msgpack
+
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+
+    def dumps(self, value: Any) -> bytes:
+        return self._packb(value, use_bin_type=True)
+
+    def loads(self, data: bytes) -> Any:
+        return self._unpackb(data, raw=False)
+
+
+RpcJsonSerializer = JsonSerializer
+"""The original amphora's name for the JSON serializer."""
+
+
+def serializer_for(content_type: str | None, default: Serializer) -> Serializer | None:
+    """The serializer for a message's content type: ``default`` when it matches or none is given, JSON or
+    MessagePack when named, None for anything else (never pickle)."""
+    if not content_type or content_type == default.content_type:
+        return default
+    if content_type == JsonSerializer.content_type:
+        return JsonSerializer()
+    if content_type == MsgpackSerializer.content_type:
+        try:
+            return MsgpackSerializer()
+        except ImportError:
+            return None
+    return None
+
+
+def make_serializer(serializer: Serializer | type | None) -> Serializer:
+    """A serializer instance from an instance, a class (the original API passed classes), or None (JSON)."""
+    if serializer is None:
+        return JsonSerializer()
+    if isinstance(serializer, type):
+        return serializer()  # type: ignore[no-any-return]
+    return serializer
+
+
+class MalformedRequest(ValueError):
+    """A request body that cannot be taken; the message says why."""
+
+
+def encode_request(serializer: Serializer, func: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    return serializer.dumps({"func": func, "args": list(args), "kwargs": kwargs})
+
+
+def decode_request(serializer: Serializer, body: bytes) -> tuple[str, list[Any], dict[str, Any]]:
+    """``(func, args, kwargs)`` of a request body; MalformedRequest says what is wrong with it."""
+    try:
+        request = serializer.loads(body)
+    except Exception as exc:
+        raise MalformedRequest(f"cannot decode the request as {serializer.content_type}: {exc}") from None
+    if not isinstance(request, dict):
+        raise MalformedRequest(f"a request must be a mapping, got {type(request).__name__}")
+    func, args, kwargs = request.get("func"), request.get("args", []), request.get("kwargs", {})
+    if not isinstance(func, str) or not func:
+        raise MalformedRequest("'func' must be a non-empty string")
+    if not isinstance(args, list):
+        raise MalformedRequest(f"'args' must be a list, got {type(args).__name__}")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise MalformedRequest("'kwargs' must be a mapping of names to values")
+    return func, args, kwargs
+
+
+def encode_result(serializer: Serializer, value: Any) -> bytes:
+    """A result reply; a result the serializer cannot encode becomes a TypeError reply."""
+    try:
+        return serializer.dumps({"result": value})
+    except (TypeError, ValueError, OverflowError) as exc:
+        return encode_exception(serializer, "TypeError", (f"the result cannot be serialized: {exc}",))
+
+
+def encode_exception(serializer: Serializer, error_type: str, args: tuple[Any, ...]) -> bytes:
+    """An exception reply; arguments the serializer cannot encode are sent as their repr."""
+    try:
+        return serializer.dumps({"exception": {"type": error_type, "args": list(args)}})
+    except (TypeError, ValueError, OverflowError):
+        return serializer.dumps({"exception": {"type": error_type, "args": [repr(a) for a in args]}})
+
+
+def decode_reply(serializer: Serializer, body: bytes) -> Any:
+    """The result of a reply body, or raise the RemoteException it carries (WrongResult if unreadable)."""
+    try:
+        reply = serializer.loads(body)
+    except Exception as exc:
+        raise WrongResult(f"cannot decode the reply as {serializer.content_type}: {exc}") from None
+    if isinstance(reply, dict):
+        if "result" in reply:
+            return reply["result"]
+        error = reply.get("exception")
+        if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("args", []), list):
+            raise RemoteException(error["type"], tuple(error.get("args", [])))
+    raise WrongResult(f"a reply must hold 'result' or 'exception', got {str(reply)[:200]!r}")

@@ -1,0 +1,291 @@
+"""AmqpRpcServer: runs registered functions for the requests of one service.
+
+Each request is handled in its own greenlet (at most ``concurrency`` at once: that is also the prefetch).
+Its reply goes through the outbox; the request is acknowledged only once the broker confirmed the reply,
+so a crash at any point before that gets the request redelivered. A bounded memory of answered request
+ids answers such a redelivered request again without running the function twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar, overload
+
+import gevent
+from gevent.event import Event
+
+from .amqp import Message, Properties
+from .amqp.errors import AMQPError
+from .config import broker_parameters
+from .exceptions import IgnoreRequest
+from .link import Link
+from .outbox import Outbox
+from .protocol import (
+    HEADER_CLIENT,
+    HEADER_DEAD,
+    HEADER_DEADLINE,
+    HEADER_ERROR,
+    HEADER_REASON,
+    HEADER_VERSION,
+    PROTOCOL_VERSION,
+    REFUSED,
+    WRONG_REQUEST,
+    MalformedRequest,
+    Serializer,
+    decode_request,
+    encode_exception,
+    encode_result,
+    make_serializer,
+)
+from .topology import ServiceTopology
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+IGNORE_BACKOFF = 1.0
+"""Seconds a server waits before handing back a request it ignored (so no redelivery storm)."""
+
+
+class _Reply:
+    """A reply as published: kept in the answered-requests memory to answer a redelivery again."""
+
+    __slots__ = ("routing_key", "body", "properties")
+
+    def __init__(self, routing_key: str, body: bytes, properties: Properties) -> None:
+        self.routing_key = routing_key
+        self.body = body
+        self.properties = properties
+
+
+class AmqpRpcServer:
+    """Serves the functions of ``service_name``; see the API documentation for every option."""
+
+    def __init__(
+        self,
+        service_name: str,
+        serializer: Serializer | type | None = None,
+        *,
+        url: str | None = None,
+        urls: Sequence[str] | None = None,
+        concurrency: int = 100,
+        threads: bool = False,
+        persistent: bool = True,
+        answered_memory: int = 10_000,
+        stop_timeout: float = 30.0,
+        **connection_options: Any,
+    ) -> None:
+        self.service_name = service_name
+        self.serializer = make_serializer(serializer)
+        self.topology = ServiceTopology(service_name)
+        self.concurrency = concurrency
+        self.threads = threads
+        self.persistent = persistent
+        self.stop_timeout = stop_timeout
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._running: dict[str, list[Message]] = {}
+        self._answered: OrderedDict[str, _Reply] = OrderedDict()
+        self._answered_memory = answered_memory
+        self._handlers: set[gevent.Greenlet] = set()
+        self._accepting = True
+        self._stopped = Event()
+        parameters = broker_parameters(url, urls, **connection_options)
+        self._consumer = Link(parameters, f"{service_name} server consumer", prefetch=concurrency)
+        self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
+        self._outbox = Outbox(self._publisher)
+        for link in (self._consumer, self._publisher):
+            link.declare(self.topology.exchanges() + self.topology.default_request_queue())
+        self._consumer_ids = [self._consumer.add_consumer(self.topology.default_queue, self._on_request)]
+
+    # --- functions -----------------------------------------------------------------------------
+
+    @overload
+    def add_function(self, func: F, name: str | None = None) -> F: ...
+
+    @overload
+    def add_function(self, func: str | None = None, name: str | None = None) -> Callable[[F], F]: ...
+
+    def add_function(self, func: Any = None, name: str | None = None) -> Any:
+        """Register a function for remote calls, under its own name or ``name``.
+
+        Works as a call (``add_function(f)``, ``add_function(f, name="x")``), as a bare decorator, and as a
+        decorator with a name (``@add_function("div")`` or ``@add_function(name="div")``).
+        """
+        if func is None or isinstance(func, str):
+            label = func if isinstance(func, str) else name
+            return lambda f: self.add_function(f, label)
+        if not callable(func):
+            raise TypeError(f"add_function needs a callable, got {func!r}")
+        self._functions[name or func.__name__] = func
+        return func
+
+    # --- running -------------------------------------------------------------------------------
+
+    def serve(self, nowait: bool = True) -> None:
+        """Connect and start serving. With ``nowait=False``, block until :meth:`stop`.
+
+        Raises at once what reconnecting cannot fix (wrong password, unknown vhost, refused declaration).
+        """
+        self._accepting = True
+        self._stopped.clear()
+        for link in (self._consumer, self._publisher):
+            link.start()
+        for link in (self._consumer, self._publisher):
+            if not link.wait_ready(timeout=link.connection_timeout + 1):
+                log.warning("%s: no broker yet; serving as soon as one answers", link.name)
+        if not nowait:
+            self._stopped.wait()
+
+    def prepare_stop(self) -> None:
+        """Stop taking requests: cancel the consumers; requests that still arrive are handed back."""
+        self._accepting = False
+        for consumer_id in self._consumer_ids:
+            self._consumer.remove_consumer(consumer_id)
+        self._consumer_ids = []
+
+    def stop(self) -> None:
+        """Stop gracefully: no new requests, wait for running handlers and their replies, then disconnect.
+
+        Waits at most ``stop_timeout`` seconds; requests not answered by then are redelivered later.
+        """
+        self.prepare_stop()
+        deadline = time.monotonic() + self.stop_timeout
+        gevent.joinall(list(self._handlers), timeout=self.stop_timeout)
+        self._outbox.flush(timeout=max(0.0, deadline - time.monotonic()))
+        self.stop_publisher()
+        self.stop_consumer()
+        self._stopped.set()
+
+    def stop_publisher(self) -> None:
+        """Disconnect the publishing side; unconfirmed replies stay in the outbox until :meth:`serve`."""
+        self._publisher.stop()
+
+    def stop_consumer(self) -> None:
+        """Disconnect the consuming side; unacknowledged requests go back to their queue."""
+        self._consumer.stop()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _on_request(self, message: Message) -> None:
+        """A delivery (reader greenlet): answer from memory, join a running copy, or start a handler."""
+        if not self._accepting:
+            _settle_quietly(message.reject, True)
+            return
+        request_id = message.properties.message_id
+        if request_id:
+            running = self._running.get(request_id)
+            if running is not None:
+                running.append(message)
+                return
+            reply = self._answered.get(request_id)
+            if reply is not None:
+                self._publish_reply(reply, request_id, [message])
+                return
+            self._running[request_id] = [message]
+        handler = gevent.spawn(self._handle, message)
+        self._handlers.add(handler)
+        handler.link(self._handlers.discard)
+
+    def _handle(self, message: Message) -> None:
+        properties = message.properties
+        request_id = properties.message_id
+        try:
+            if not request_id or not properties.reply_to:
+                raise MalformedRequest("a request needs a message_id and a reply_to")
+            if _expired(properties):
+                self._running.pop(request_id, None)
+                _settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
+                return
+            func_name, args, kwargs = decode_request(self.serializer, message.body)
+            func = self._functions.get(func_name)
+            if func is None:
+                raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}")
+        except MalformedRequest as exc:
+            self._refuse(message, str(exc))
+            return
+        try:
+            result = self._run(func, args, kwargs)
+            body = encode_result(self.serializer, result)
+        except IgnoreRequest:
+            self._running.pop(request_id, None)
+            gevent.sleep(IGNORE_BACKOFF)
+            _settle_quietly(message.reject, True)
+            return
+        except Exception as exc:
+            body = encode_exception(self.serializer, type(exc).__name__, exc.args)
+        self._reply(message, body)
+
+    def _run(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if self.threads:
+            return gevent.get_hub().threadpool.apply(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _reply(self, message: Message, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        request_id = message.properties.message_id
+        properties = Properties(
+            content_type=self.serializer.content_type,
+            delivery_mode=2 if self.persistent else 1,
+            correlation_id=request_id,
+            headers={HEADER_VERSION: PROTOCOL_VERSION, **(headers or {})},
+        )
+        reply = _Reply(str(message.properties.reply_to), body, properties)
+        self._publish_reply(reply, request_id, self._running.get(request_id) or [message])
+
+    def _publish_reply(self, reply: _Reply, request_id: str, deliveries: list[Message]) -> None:
+        def on_confirmed(error: BaseException | None) -> None:
+            if error is not None:
+                log.warning("reply to %s could not be delivered (%s): its caller is gone", request_id, error)
+            self._remember(request_id, reply)
+            for delivery in self._running.pop(request_id, deliveries):
+                _settle_quietly(delivery.ack)
+
+        self._outbox.publish(
+            self.topology.response_exchange,
+            reply.routing_key,
+            reply.body,
+            reply.properties,
+            mandatory=True,
+            on_done=on_confirmed,
+        )
+
+    def _remember(self, request_id: str, reply: _Reply) -> None:
+        self._answered[request_id] = reply
+        self._answered.move_to_end(request_id)
+        while len(self._answered) > self._answered_memory:
+            self._answered.popitem(last=False)
+
+    def _refuse(self, message: Message, reason: str) -> None:
+        """Dead-letter a request the server cannot take, with the reason; tell its caller if possible."""
+        log.warning("refusing a request to %s: %s", self.service_name, reason)
+        properties = message.properties
+        headers = {k: v for k, v in (properties.headers or {}).items() if k != HEADER_CLIENT}
+        headers.update({HEADER_DEAD: REFUSED, HEADER_REASON: reason[:1000]})
+        dead = Properties(**{slot: getattr(properties, slot) for slot in Properties.__slots__})
+        dead.headers = headers
+        dead.expiration = None
+        can_reply = bool(properties.message_id and properties.reply_to)
+
+        def on_dead_lettered(error: BaseException | None) -> None:
+            if not can_reply:
+                self._running.pop(properties.message_id or "", None)
+                _settle_quietly(message.ack)
+
+        self._outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
+        if can_reply:
+            body = encode_exception(self.serializer, "WrongRequest", (reason,))
+            self._reply(message, body, {HEADER_ERROR: WRONG_REQUEST})
+
+
+def _expired(properties: Properties) -> bool:
+    deadline = (properties.headers or {}).get(HEADER_DEADLINE)
+    return isinstance(deadline, int) and deadline < time.time() * 1000
+
+
+def _settle_quietly(settle: Callable[..., None], *args: Any) -> None:
+    """Ack, nack or reject; if the channel is gone the broker redelivers anyway."""
+    try:
+        settle(*args)
+    except AMQPError as exc:
+        log.debug("could not settle a delivery (it will be redelivered): %s", exc)

@@ -1,0 +1,134 @@
+"""Names and declarations of a service's exchanges and queues (compatible with the original amphora).
+
+- ``rpc_{service}_request``: the request exchange (direct) and the default request queue, bound with the
+  empty routing key.
+- ``rpc_{service}_queue_{label}``: per-key request queues, bound with routing key ``label`` unless given.
+- ``rpc_{service}_response``: the reply exchange (direct); a client's reply queue is
+  ``rpc_{service}_{uuid}_response``, bound with routing key ``uuid``.
+- ``rpc_{service}_dead``: the dead-letter exchange (headers). Requests that expire in a queue are
+  dead-lettered there by the broker and reach their caller's reply queue through a binding on the
+  ``x-amphora-client`` header; requests a server refuses go to the queue of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .amqp import Channel
+from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
+
+DEFAULT_ROUTING_KEY = ""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    kind: str = "direct"
+    durable: bool = True
+
+    def declare(self, channel: Channel) -> None:
+        channel.exchange_declare(self.name, self.kind, durable=self.durable)
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def declare(self, channel: Channel) -> None:
+        channel.queue_declare(
+            self.name,
+            durable=self.durable,
+            exclusive=self.exclusive,
+            auto_delete=self.auto_delete,
+            arguments=self.arguments or None,
+        )
+
+
+@dataclass(frozen=True)
+class Binding:
+    queue: str
+    exchange: str
+    routing_key: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def declare(self, channel: Channel) -> None:
+        channel.queue_bind(self.queue, self.exchange, self.routing_key, self.arguments or None)
+
+
+Declaration = Union[Exchange, Queue, Binding]
+
+
+@dataclass(frozen=True)
+class ServiceTopology:
+    """The names of one service's exchanges and queues, and what to declare for each role."""
+
+    service: str
+    reply_queue_expires_ms: int = 10 * 60 * 1000
+
+    @property
+    def request_exchange(self) -> str:
+        return f"rpc_{self.service}_request"
+
+    @property
+    def default_queue(self) -> str:
+        return f"rpc_{self.service}_request"
+
+    @property
+    def response_exchange(self) -> str:
+        return f"rpc_{self.service}_response"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"rpc_{self.service}_dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"rpc_{self.service}_dead"
+
+    def request_queue(self, label: str) -> str:
+        return f"rpc_{self.service}_queue_{label}"
+
+    def reply_queue(self, client_id: str) -> str:
+        return f"rpc_{self.service}_{client_id}_response"
+
+    def _request_queue_declaration(self, name: str) -> Queue:
+        return Queue(name, arguments={"x-dead-letter-exchange": self.dead_exchange})
+
+    def exchanges(self) -> list[Declaration]:
+        """The exchanges every client and server of the service needs, and the dead-letter queue."""
+        return [
+            Exchange(self.request_exchange, "direct"),
+            Exchange(self.response_exchange, "direct"),
+            Exchange(self.dead_exchange, "headers"),
+            Queue(self.dead_queue),
+            Binding(self.dead_queue, self.dead_exchange, arguments={"x-match": "all", HEADER_DEAD: REFUSED}),
+        ]
+
+    def default_request_queue(self) -> list[Declaration]:
+        """The service's default request queue: calls wait there until a server takes them."""
+        return [
+            self._request_queue_declaration(self.default_queue),
+            Binding(self.default_queue, self.request_exchange, DEFAULT_ROUTING_KEY),
+        ]
+
+    def keyed_request_queue(self, label: str, routing_key: str | None = None) -> list[Declaration]:
+        """A per-key request queue ``rpc_{service}_queue_{label}``."""
+        name = self.request_queue(label)
+        return [
+            self._request_queue_declaration(name),
+            Binding(name, self.request_exchange, label if routing_key is None else routing_key),
+        ]
+
+    def client_reply_queue(self, client_id: str) -> list[Declaration]:
+        """A client's durable reply queue, which expires when unused, and its two bindings."""
+        name = self.reply_queue(client_id)
+        return [
+            Queue(name, arguments={"x-expires": self.reply_queue_expires_ms}),
+            Binding(name, self.response_exchange, client_id),
+            Binding(name, self.dead_exchange, arguments={"x-match": "all", HEADER_CLIENT: client_id}),
+        ]
