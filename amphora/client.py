@@ -21,7 +21,7 @@ from .amqp import Connection, Message, Properties
 from .amqp.errors import AMQPError, MessageReturned, NotFound
 from .config import broker_parameters
 from .exceptions import NoResult, RemoteException, ReplyQueueLost, RequestExpired, Unroutable, WrongRequest, WrongResult
-from .link import Link
+from .link import Link, start_links
 from .outbox import Outbox
 from .protocol import (
     HEADER_CLIENT,
@@ -158,11 +158,7 @@ class AmqpRpcClient:
         With ``nowait=False``, block until :meth:`stop`.
         """
         self._stopped.clear()
-        for link in (self._consumer, self._publisher):
-            link.start()
-        for link in (self._consumer, self._publisher):
-            if not link.wait_ready(timeout=link.connection_timeout + 1):
-                log.warning("%s: no broker yet; calls wait until one answers", link.name)
+        start_links((self._consumer, self._publisher), "calling")
         if not nowait:
             self._stopped.wait()
 

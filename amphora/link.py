@@ -236,3 +236,21 @@ class Link:
         else:
             log.warning("%s: cannot connect to %s (%s); retrying", self.name, parameters.url, error)
         self._attempted.set()
+
+
+def start_links(links: Sequence[Link], purpose: str) -> None:
+    """Start links and wait for each up to its connection timeout.
+
+    Errors that retrying cannot fix stop the links and are raised; an unreachable broker is only logged
+    (the links keep trying and work waits for them).
+    """
+    for link in links:
+        link.start()
+    try:
+        for link in links:
+            if not link.wait_ready(timeout=link.connection_timeout + 1):
+                log.warning("%s: no broker answers yet; %s starts when one does", link.name, purpose)
+    except BaseException:
+        for link in links:
+            link.stop()
+        raise

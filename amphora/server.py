@@ -21,7 +21,7 @@ from .amqp import Message, Properties
 from .amqp.errors import AMQPError
 from .config import broker_parameters
 from .exceptions import IgnoreRequest
-from .link import Link
+from .link import Link, start_links
 from .outbox import Outbox
 from .protocol import (
     HEADER_CLIENT,
@@ -39,6 +39,7 @@ from .protocol import (
     encode_exception,
     encode_result,
     make_serializer,
+    serializer_for,
 )
 from .topology import ServiceTopology
 
@@ -130,11 +131,7 @@ class AmqpRpcServer:
         """
         self._accepting = True
         self._stopped.clear()
-        for link in (self._consumer, self._publisher):
-            link.start()
-        for link in (self._consumer, self._publisher):
-            if not link.wait_ready(timeout=link.connection_timeout + 1):
-                log.warning("%s: no broker yet; serving as soon as one answers", link.name)
+        start_links((self._consumer, self._publisher), "serving")
         if not nowait:
             self._stopped.wait()
 
@@ -198,7 +195,10 @@ class AmqpRpcServer:
                 self._running.pop(request_id, None)
                 _settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
                 return
-            func_name, args, kwargs = decode_request(self.serializer, message.body)
+            serializer = serializer_for(properties.content_type, self.serializer)
+            if serializer is None:
+                raise MalformedRequest(f"unsupported content type {properties.content_type!r}")
+            func_name, args, kwargs = decode_request(serializer, message.body)
             func = self._functions.get(func_name)
             if func is None:
                 raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}")
@@ -207,25 +207,27 @@ class AmqpRpcServer:
             return
         try:
             result = self._run(func, args, kwargs)
-            body = encode_result(self.serializer, result)
+            body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.pop(request_id, None)
             gevent.sleep(IGNORE_BACKOFF)
             _settle_quietly(message.reject, True)
             return
         except Exception as exc:
-            body = encode_exception(self.serializer, type(exc).__name__, exc.args)
-        self._reply(message, body)
+            body = encode_exception(serializer, type(exc).__name__, exc.args)
+        self._reply(message, body, serializer)
 
     def _run(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         if self.threads:
             return gevent.get_hub().threadpool.apply(func, args, kwargs)
         return func(*args, **kwargs)
 
-    def _reply(self, message: Message, body: bytes, headers: dict[str, Any] | None = None) -> None:
+    def _reply(
+        self, message: Message, body: bytes, serializer: Serializer, headers: dict[str, Any] | None = None
+    ) -> None:
         request_id = message.properties.message_id
         properties = Properties(
-            content_type=self.serializer.content_type,
+            content_type=serializer.content_type,
             delivery_mode=2 if self.persistent else 1,
             correlation_id=request_id,
             headers={HEADER_VERSION: PROTOCOL_VERSION, **(headers or {})},
@@ -274,8 +276,9 @@ class AmqpRpcServer:
 
         self._outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
         if can_reply:
-            body = encode_exception(self.serializer, "WrongRequest", (reason,))
-            self._reply(message, body, {HEADER_ERROR: WRONG_REQUEST})
+            serializer = serializer_for(properties.content_type, self.serializer) or self.serializer
+            body = encode_exception(serializer, "WrongRequest", (reason,))
+            self._reply(message, body, serializer, {HEADER_ERROR: WRONG_REQUEST})
 
 
 def _expired(properties: Properties) -> bool:
