@@ -133,7 +133,11 @@ class AmqpRpcServer:
         self._stopped.clear()
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
-            self._stopped.wait()
+            self.join()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until the server is stopped; False if ``timeout`` passed first."""
+        return self._stopped.wait(timeout)
 
     def prepare_stop(self) -> None:
         """Stop taking requests: cancel the consumers; requests that still arrive are handed back."""
