@@ -319,3 +319,34 @@ def test_msgpack_serializer(make_server, make_client):
     server.serve()
     assert make_client(serializer=MsgpackSerializer).call.reverse(b"abc") == b"cba"
     assert make_client().call.reverse("abc") == "cba"  # a JSON client talks to the same server
+
+
+def test_request_queued_behind_a_busy_server_expires(make_server, make_client):
+    server = make_server(concurrency=1)
+    server.add_function(lambda seconds: gevent.sleep(seconds), name="busy")
+    server.serve()
+    client = make_client()
+    busy = client.defer.busy(1.0)
+    with pytest.raises(RequestExpired):
+        client.call(timeout=0.3).busy(0)
+    busy.get(timeout=5)
+
+
+def test_server_never_starts_a_request_past_its_deadline(make_server, make_client, amqp_url, service):
+    server = make_server(concurrency=1)
+    runs = []
+    server.add_function(lambda tag: runs.append(tag), name="record")
+    server.serve()
+    client = make_client()
+    channel = connect(amqp_url).channel()
+    channel.confirm_select()
+    late = Properties(
+        message_id=uuid.uuid4().hex,
+        reply_to=client.uuid,
+        content_type="application/json",
+        headers={"x-amphora-deadline": int(time.time() * 1000) - 1000, "x-amphora-client": client.uuid},
+    )
+    body = client.serializer.dumps({"func": "record", "args": ["late"], "kwargs": {}})
+    channel.basic_publish(body, f"rpc_{service}_request", "", late).wait()
+    client.call.record("on time")  # served after the late one (one at a time, in order)
+    assert runs == ["on time"]
