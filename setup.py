@@ -1,0 +1,37 @@
+"""amphora: reliable RPC for gevent over AMQP 0-9-1 (RabbitMQ)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = next(
+    line.split('"')[1] for line in (HERE / "amphora" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+setup(
+    name="amphora",
+    version=VERSION,
+    description="Reliable RPC for gevent over AMQP 0-9-1 (RabbitMQ): no request or reply lost",
+    long_description=(HERE / "README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    packages=find_packages(include=["amphora", "amphora.*"]),
+    package_data={"amphora.amqp": ["API.md"]},
+    python_requires=">=3.11",
+    install_requires=["gevent>=23.9", "pamqp>=3.2,<5"],
+    extras_require={
+        "msgpack": ["msgpack>=1.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "msgpack>=1.0"],
+        "bench": ["pika>=1.3"],
+        "docs": ["sphinx>=7"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Framework :: gevent",
+        "Topic :: System :: Networking",
+        "Topic :: System :: Distributed Computing",
+    ],
+)

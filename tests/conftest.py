@@ -1,0 +1,3 @@
+"""Every test that touches the network runs against a private RabbitMQ node (see amphora.testing)."""
+
+pytest_plugins = ["amphora.testing"]
