@@ -24,6 +24,7 @@ from typing import Any
 
 from gevent import subprocess
 
+from amphora.testing import RabbitNode
 from bench import clients, driver
 
 OURS = "amphora"
@@ -35,18 +36,9 @@ def broker(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    try:
-        from amphora.testing import RabbitNode
-    except ImportError:  # not written yet
-        from bench._rabbit import RabbitNode
-
-    node = RabbitNode()
     print("starting a private RabbitMQ node...", file=sys.stderr, flush=True)
-    node.start()
-    try:
+    with RabbitNode() as node:
         yield node.url
-    finally:
-        node.close()
 
 
 @contextlib.contextmanager
