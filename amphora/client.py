@@ -11,17 +11,25 @@ import datetime
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gevent
 from gevent.event import AsyncResult, Event
 
-from .amqp import Connection, Message, Properties
-from .amqp.errors import AMQPError, MessageReturned, NotFound
+from .amqp import Channel, Connection, Message, Properties
+from .amqp.errors import AMQPError, MessageReturned
 from .config import broker_parameters
-from .exceptions import NoResult, RemoteException, ReplyQueueLost, RequestExpired, Unroutable, WrongRequest, WrongResult
-from .link import Link, start_links
+from .exceptions import (
+    NoResult,
+    RemoteException,
+    ReplyQueueLost,
+    RequestExpired,
+    Unroutable,
+    WrongRequest,
+    WrongResult,
+)
+from .link import Link, queue_exists, start_links
 from .outbox import Outbox
 from .protocol import (
     HEADER_CLIENT,
@@ -49,7 +57,7 @@ def expiry_grace(timeout: float) -> float:
 
 
 class _PendingCall:
-    __slots__ = ("result", "function", "timeout", "timer")
+    __slots__ = ("function", "result", "timeout", "timer")
 
     def __init__(self, result: AsyncResult, function: str, timeout: float | None) -> None:
         self.result = result
@@ -74,7 +82,7 @@ class Caller:
     a helper with those options: ``client.call(timeout=5).add(1, 2)``.
     """
 
-    __slots__ = ("_invoke", "_name", "_options", "_allowed")
+    __slots__ = ("_allowed", "_invoke", "_name", "_options")
 
     def __init__(
         self,
@@ -177,6 +185,37 @@ class AmqpRpcClient:
         """Disconnect the consuming side; replies wait in the reply queue."""
         self._consumer.stop()
 
+    # --- per-key request queues ----------------------------------------------------------------
+
+    def create_new_request_queue(
+        self, queue: str, routing_key: str | None = None, nowait: bool = False
+    ) -> gevent.Greenlet | None:
+        """Create the request queue ``rpc_{service}_queue_{queue}``, bound to the request exchange with
+        ``routing_key`` (``queue`` itself by default), for servers' ``receive_from_queue(queue)``.
+
+        Waits until the broker created it (and a connection, if there is none yet), unless ``nowait``:
+        then it is done in a greenlet, which is returned. Creating an existing queue is harmless.
+        """
+        declarations = self.topology.keyed_request_queue(queue, routing_key)
+
+        def create(channel: Channel) -> None:
+            for declaration in declarations:
+                declaration.declare(channel)
+
+        return self._run_on_broker(create, nowait)
+
+    def remove_request_queue(self, queue: str, nowait: bool = False) -> gevent.Greenlet | None:
+        """Delete the request queue made by :meth:`create_new_request_queue`, with requests still in it
+        (those calls end with NoResult at their timeout). Removing a missing queue is harmless."""
+        name = self.topology.request_queue(queue)
+        return self._run_on_broker(lambda channel: channel.queue_delete(name), nowait)
+
+    def _run_on_broker(self, operation: Callable[[Channel], Any], nowait: bool) -> gevent.Greenlet | None:
+        if nowait:
+            return gevent.spawn(self._publisher.execute, operation)
+        self._publisher.execute(operation)
+        return None
+
     # --- calls ---------------------------------------------------------------------------------
 
     def tune_function(self, func_name: str, tuner: Tuner | None = None) -> Any:
@@ -231,7 +270,7 @@ class AmqpRpcClient:
             message_id=request_id,
             reply_to=self.uuid,
             expiration=expiration,
-            timestamp=datetime.datetime.now(datetime.timezone.utc),
+            timestamp=datetime.datetime.now(datetime.UTC),
             headers=headers,
         )
         pending = self._pending[request_id] = _PendingCall(AsyncResult(), func_name, timeout)
@@ -305,13 +344,7 @@ class AmqpRpcClient:
 
     def _check_reply_queue(self, connection: Connection) -> None:
         """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile."""
-        if not self._pending:
-            return
-        channel = connection.channel()
-        try:
-            channel.queue_declare(self.reply_queue, passive=True)
-            channel.close()
-        except NotFound:
+        if self._pending and not queue_exists(connection, self.reply_queue):
             self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
 
     def _wait_for_reply_queue(self, connection: Connection) -> None:

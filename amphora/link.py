@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import TypeVar
 
 import gevent
 from gevent.event import Event
@@ -23,9 +24,11 @@ from .amqp.errors import (
     AuthenticationError,
     ChannelClosed,
     InvalidURL,
+    NotFound,
     TLSError,
     VhostNotAllowed,
 )
+from .amqp.errors import ConnectionError as AMQPConnectionError
 from .topology import Declaration
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ MAX_BACKOFF = 2.0
 
 ConnectedHook = Callable[[Connection], None]
 ReadyHook = Callable[[Channel], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,6 +48,8 @@ class _Consumer:
     on_message: Callable[[Message], None]
     on_cancel: Callable[[str], None] | None
     no_ack: bool
+    prefetch: int
+    optional: bool
     tag: str | None = None
 
 
@@ -70,6 +76,7 @@ class Link:
         self._on_ready: list[ReadyHook] = []
         self.connection: Connection | None = None
         self.channel: Channel | None = None
+        self._consumer_prefetch = 0
         self.generation = 0
         self.ready = Event()
         self.setup_error: BaseException | None = None
@@ -107,10 +114,18 @@ class Link:
         on_message: Callable[[Message], None],
         on_cancel: Callable[[str], None] | None = None,
         no_ack: bool = False,
+        prefetch: int = 0,
+        optional: bool = False,
     ) -> int:
-        """Consume ``queue`` now if connected and after every reconnect; returns an id for removal."""
+        """Consume ``queue`` now if connected and after every reconnect; returns an id for removal.
+
+        ``prefetch`` limits this consumer's unacknowledged deliveries (besides the link's own limit).
+        An ``optional`` consumer's queue may vanish: if it is gone at a reconnect, the consumer is dropped
+        and ``on_cancel`` called, as when the broker cancels it, instead of failing the link.
+        """
         self._consumer_ids += 1
-        consumer = self._consumers[self._consumer_ids] = _Consumer(queue, on_message, on_cancel, no_ack)
+        consumer = _Consumer(queue, on_message, on_cancel, no_ack, prefetch, optional)
+        self._consumers[self._consumer_ids] = consumer
         channel = self._live_channel()
         if channel is not None:
             self._start_consumer(channel, consumer)
@@ -135,11 +150,38 @@ class Link:
         channel = self.channel
         return channel if self.ready.is_set() and channel is not None and channel.is_open else None
 
-    @staticmethod
-    def _start_consumer(channel: Channel, consumer: _Consumer) -> None:
+    def _start_consumer(self, channel: Channel, consumer: _Consumer) -> None:
+        # basic.qos without global applies to the consumers started after it on the channel
+        if consumer.prefetch != self._consumer_prefetch:
+            channel.basic_qos(prefetch_count=consumer.prefetch)
+            self._consumer_prefetch = consumer.prefetch
         consumer.tag = channel.basic_consume(
             consumer.queue, consumer.on_message, no_ack=consumer.no_ack, on_cancel=consumer.on_cancel
         )
+
+    def execute(self, operation: Callable[[Channel], T], timeout: float | None = None) -> T:
+        """Run ``operation(channel)`` once connected, on a channel of its own (a channel error it causes
+        closes only that channel) and again if the connection is lost meanwhile.
+
+        Raises the operation's channel errors, and TimeoutError if no connection comes within ``timeout``.
+        """
+        if self._greenlet is None:
+            raise RuntimeError(f"{self.name} is not started: call serve() first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.wait_ready(remaining):
+                raise TimeoutError(f"{self.name}: no broker connection within {timeout} s")
+            connection = self.connection
+            assert connection is not None
+            try:
+                channel = connection.channel()
+                try:
+                    return operation(channel)
+                finally:
+                    _close_quietly(channel)
+            except AMQPConnectionError as exc:
+                log.debug("%s: connection lost during an operation, retrying: %s", self.name, exc)
 
     # --- running -------------------------------------------------------------------------------
 
@@ -208,6 +250,7 @@ class Link:
             channel.basic_qos(prefetch_count=self._prefetch, global_qos=True)
         if self._confirm:
             channel.confirm_select()
+        self._consumer_prefetch = 0
         # Registrations made while this runs (each step yields) are caught by re-reading the registries.
         declared = 0
         while declared < len(self._declarations):
@@ -216,13 +259,22 @@ class Link:
         started: set[int] = set()
         while pending := [(i, c) for i, c in list(self._consumers.items()) if i not in started]:
             for consumer_id, consumer in pending:
-                self._start_consumer(channel, consumer)
                 started.add(consumer_id)
+                if consumer.optional and not queue_exists(connection, consumer.queue):
+                    self._drop_vanished(consumer_id, consumer)
+                elif consumer_id in self._consumers:
+                    self._start_consumer(channel, consumer)
         self.generation += 1
         for hook in self._on_ready:
             hook(channel)
         self.ready.set()
         log.info("%s: connected to %s", self.name, parameters.url)
+
+    def _drop_vanished(self, consumer_id: int, consumer: _Consumer) -> None:
+        log.info("%s: queue %s is gone: its consumer ends", self.name, consumer.queue)
+        self._consumers.pop(consumer_id, None)
+        if consumer.on_cancel is not None:
+            consumer.on_cancel("")
 
     def _on_lost(self, error: BaseException | None) -> None:
         if error is not None or not self._stopping:
@@ -236,6 +288,32 @@ class Link:
         else:
             log.warning("%s: cannot connect to %s (%s); retrying", self.name, parameters.url, error)
         self._attempted.set()
+
+
+def queue_exists(connection: Connection, queue: str) -> bool:
+    """Whether ``queue`` exists, asked on a throwaway channel (the broker closes it if not)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, passive=True)
+    except NotFound:
+        return False
+    _close_quietly(channel)
+    return True
+
+
+def settle_quietly(settle: Callable[..., None], *args: object) -> None:
+    """Ack, nack or reject a delivery; if its channel is gone, the broker redelivers it anyway."""
+    try:
+        settle(*args)
+    except AMQPError as exc:
+        log.debug("could not settle a delivery (it will be redelivered): %s", exc)
+
+
+def _close_quietly(channel: Channel) -> None:
+    try:
+        channel.close()
+    except AMQPError as exc:
+        log.debug("closing a channel failed: %s", exc)
 
 
 def start_links(links: Sequence[Link], purpose: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.event import Event
@@ -28,7 +28,7 @@ DoneCallback = Callable[[BaseException | None], None]
 class Envelope:
     """One message in the outbox."""
 
-    __slots__ = ("key", "exchange", "routing_key", "body", "properties", "mandatory", "on_done", "generation")
+    __slots__ = ("body", "exchange", "generation", "key", "mandatory", "on_done", "properties", "routing_key")
 
     def __init__(
         self,

@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, Callable, TypeVar, overload
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
 
 import gevent
 from gevent.event import Event
 
 from .amqp import Message, Properties
-from .amqp.errors import AMQPError
+from .amqp.errors import NotFound
 from .config import broker_parameters
 from .exceptions import IgnoreRequest
-from .link import Link, start_links
+from .link import Link, settle_quietly, start_links
 from .outbox import Outbox
 from .protocol import (
     HEADER_CLIENT,
@@ -41,6 +41,7 @@ from .protocol import (
     make_serializer,
     serializer_for,
 )
+from .receiver import QueueReceiver
 from .topology import ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ IGNORE_BACKOFF = 1.0
 class _Reply:
     """A reply as published: kept in the answered-requests memory to answer a redelivery again."""
 
-    __slots__ = ("routing_key", "body", "properties")
+    __slots__ = ("body", "properties", "routing_key")
 
     def __init__(self, routing_key: str, body: bytes, properties: Properties) -> None:
         self.routing_key = routing_key
@@ -90,6 +91,7 @@ class AmqpRpcServer:
         self._answered: OrderedDict[str, _Reply] = OrderedDict()
         self._answered_memory = answered_memory
         self._handlers: set[gevent.Greenlet] = set()
+        self._receivers: list[QueueReceiver] = []
         self._accepting = True
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
@@ -142,9 +144,34 @@ class AmqpRpcServer:
     def prepare_stop(self) -> None:
         """Stop taking requests: cancel the consumers; requests that still arrive are handed back."""
         self._accepting = False
+        for receiver in self._receivers:
+            receiver.stop()
+        self._receivers = []
         for consumer_id in self._consumer_ids:
             self._consumer.remove_consumer(consumer_id)
         self._consumer_ids = []
+
+    def receive_from_queue(
+        self, queue: str, max_calls: int | None = None, timeout: float | None = None, block: bool = True
+    ) -> QueueReceiver:
+        """Also take requests from the per-key queue ``queue`` (a label, as given to the client's
+        ``create_new_request_queue``), until ``max_calls`` requests were taken or ``timeout`` seconds passed.
+
+        With ``block`` (the default), wait until then and until those requests were handled, and raise
+        :class:`gevent.Timeout` if the timeout came before ``max_calls``. Without, return the
+        :class:`~amphora.receiver.QueueReceiver` at once (``wait()``, ``stop()``, ``calls``). Raises
+        ValueError if the queue does not exist. Several receivers may run at once; each survives reconnects.
+        """
+        name = self.topology.request_queue(queue)
+        try:
+            self._consumer.execute(lambda channel: channel.queue_declare(name, passive=True))
+        except NotFound:
+            raise ValueError(f"no request queue {name!r}: create it first (create_new_request_queue)") from None
+        receiver = QueueReceiver(self._consumer, name, self._on_request, max_calls, timeout)
+        self._receivers = [r for r in self._receivers if not r.done] + [receiver]
+        if block:
+            receiver.wait()
+        return receiver
 
     def stop(self) -> None:
         """Stop gracefully: no new requests, wait for running handlers and their replies, then disconnect.
@@ -169,25 +196,27 @@ class AmqpRpcServer:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _on_request(self, message: Message) -> None:
-        """A delivery (reader greenlet): answer from memory, join a running copy, or start a handler."""
+    def _on_request(self, message: Message) -> gevent.Greenlet | None:
+        """A delivery (reader greenlet): answer from memory, join a running copy, or start a handler
+        (returned)."""
         if not self._accepting:
-            _settle_quietly(message.reject, True)
-            return
+            settle_quietly(message.reject, True)
+            return None
         request_id = message.properties.message_id
         if request_id:
             running = self._running.get(request_id)
             if running is not None:
                 running.append(message)
-                return
+                return None
             reply = self._answered.get(request_id)
             if reply is not None:
                 self._publish_reply(reply, request_id, [message])
-                return
+                return None
             self._running[request_id] = [message]
         handler = gevent.spawn(self._handle, message)
         self._handlers.add(handler)
         handler.link(self._handlers.discard)
+        return handler
 
     def _handle(self, message: Message) -> None:
         properties = message.properties
@@ -197,7 +226,7 @@ class AmqpRpcServer:
                 raise MalformedRequest("a request needs a message_id and a reply_to")
             if _expired(properties):
                 self._running.pop(request_id, None)
-                _settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
+                settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
                 return
             serializer = serializer_for(properties.content_type, self.serializer)
             if serializer is None:
@@ -215,7 +244,7 @@ class AmqpRpcServer:
         except IgnoreRequest:
             self._running.pop(request_id, None)
             gevent.sleep(IGNORE_BACKOFF)
-            _settle_quietly(message.reject, True)
+            settle_quietly(message.reject, True)
             return
         except Exception as exc:
             body = encode_exception(serializer, type(exc).__name__, exc.args)
@@ -245,7 +274,7 @@ class AmqpRpcServer:
                 log.warning("reply to %s could not be delivered (%s): its caller is gone", request_id, error)
             self._remember(request_id, reply)
             for delivery in self._running.pop(request_id, deliveries):
-                _settle_quietly(delivery.ack)
+                settle_quietly(delivery.ack)
 
         self._outbox.publish(
             self.topology.response_exchange,
@@ -276,7 +305,7 @@ class AmqpRpcServer:
         def on_dead_lettered(error: BaseException | None) -> None:
             if not can_reply:
                 self._running.pop(properties.message_id or "", None)
-                _settle_quietly(message.ack)
+                settle_quietly(message.ack)
 
         self._outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
         if can_reply:
@@ -289,10 +318,3 @@ def _expired(properties: Properties) -> bool:
     deadline = (properties.headers or {}).get(HEADER_DEADLINE)
     return isinstance(deadline, int) and deadline < time.time() * 1000
 
-
-def _settle_quietly(settle: Callable[..., None], *args: Any) -> None:
-    """Ack, nack or reject; if the channel is gone the broker redelivers anyway."""
-    try:
-        settle(*args)
-    except AMQPError as exc:
-        log.debug("could not settle a delivery (it will be redelivered): %s", exc)

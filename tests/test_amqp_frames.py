@@ -3,8 +3,7 @@
 import pytest
 from pamqp import commands
 
-from amphora.amqp import Properties
-from amphora.amqp import frames
+from amphora.amqp import Properties, frames
 from amphora.amqp.errors import ProtocolError
 
 

@@ -27,39 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def service() -> str:
-    return f"svc{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def make_server(amqp_url, service):
-    servers = []
-
-    def make(**options) -> AmqpRpcServer:
-        server = AmqpRpcServer(service, url=amqp_url, **options)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def make_client(amqp_url, service):
-    clients = []
-
-    def make(**options) -> AmqpRpcClient:
-        client = AmqpRpcClient(service, url=amqp_url, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.stop()
-
-
-@pytest.fixture
 def math_server(make_server):
     server = make_server()
 

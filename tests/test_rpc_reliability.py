@@ -6,7 +6,6 @@ import collections
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import gevent
@@ -42,11 +41,6 @@ class ServerProcess:
     def terminate(self, timeout: float = 30) -> int:
         self.process.terminate()
         return self.process.wait(timeout)
-
-
-@pytest.fixture
-def service() -> str:
-    return f"svc{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
@@ -11,7 +12,13 @@ from pamqp import commands
 from pamqp.header import ContentHeader
 
 from . import frames
-from .errors import ChannelClosed, MessageNacked, MessageReturned, ProtocolError, channel_error
+from .errors import (
+    ChannelClosed,
+    MessageNacked,
+    MessageReturned,
+    ProtocolError,
+    channel_error,
+)
 from .message import Confirmation, Message, Properties
 
 if TYPE_CHECKING:

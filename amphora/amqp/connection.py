@@ -14,7 +14,8 @@ import logging
 import platform
 import socket as _stdlib_socket
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent import socket

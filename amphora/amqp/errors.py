@@ -16,7 +16,7 @@ class InvalidURL(AMQPError, ValueError):
 # --- connection level ---------------------------------------------------------------------------
 
 
-class ConnectionError(AMQPError):  # noqa: A001 - deliberately scoped to this module
+class ConnectionError(AMQPError):
     """The connection could not be opened, or it is gone."""
 
 

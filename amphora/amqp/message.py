@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gevent.event import Event
 from pamqp.commands import Basic
@@ -20,14 +21,14 @@ class Message:
     """A message delivered to a consumer (or returned by the broker, then with ``delivery_tag`` None)."""
 
     __slots__ = (
-        "channel",
         "body",
-        "properties",
-        "delivery_tag",
-        "redelivered",
-        "exchange",
-        "routing_key",
+        "channel",
         "consumer_tag",
+        "delivery_tag",
+        "exchange",
+        "properties",
+        "redelivered",
+        "routing_key",
     )
 
     def __init__(
@@ -77,7 +78,7 @@ class Message:
 class Confirmation:
     """The broker's answer to one confirmed publish: wait for it, or be called back when it comes."""
 
-    __slots__ = ("done", "exception", "_callbacks", "_event")
+    __slots__ = ("_callbacks", "_event", "done", "exception")
 
     def __init__(self) -> None:
         self.done = False

@@ -1,0 +1,165 @@
+"""Per-key request queues, tune_function routing, receive_from_queue and IgnoreRequest, on a real broker."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import pytest
+
+from amphora import AmqpRpcClient, AmqpRpcServer, IgnoreRequest, NoResult, Unroutable
+from amphora.amqp import connect
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def queued(amqp_url: str, queue: str) -> int:
+    """How many messages wait in ``queue``."""
+    connection = connect(amqp_url)
+    try:
+        return connection.channel().queue_declare(queue, passive=True).message_count
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def show_server(make_server):
+    """A server whose ``show_message(user, text)`` records what it was sent."""
+    server = make_server()
+    server.shown = []
+    server.add_function(lambda user, text: server.shown.append((user, text)) or len(server.shown), "show_message")
+    server.serve()
+    return server
+
+
+def test_message_to_a_user_reaches_the_server_receiving_for_them(show_server, make_client):
+    client = make_client()
+    client.create_new_request_queue("alice")
+
+    @client.tune_function("show_message")
+    def by_user(args, kwargs):
+        return args[0] if args else kwargs["user"]
+
+    result = client.defer.show_message("alice", "hello")
+    show_server.receive_from_queue("alice", max_calls=1, timeout=10)  # blocks until it ran
+    assert show_server.shown == [("alice", "hello")]
+    assert result.get(timeout=5) == 1
+    with pytest.raises(Unroutable, match="bob"):
+        client.call.show_message(user="bob", text="nobody has a queue for bob")
+
+
+def test_routing_key_option_and_queue_with_its_own_key(show_server, make_client):
+    client = make_client()
+    client.create_new_request_queue("carol", routing_key="user.carol")
+    result = client.defer(routing_key="user.carol").show_message("carol", "hi")
+    receiver = show_server.receive_from_queue("carol", max_calls=1, block=False)
+    assert receiver.wait(timeout=10) and receiver.calls == 1
+    assert result.get(timeout=5) == 1
+
+
+def test_receiving_from_a_missing_queue_is_a_value_error(show_server):
+    with pytest.raises(ValueError, match="rpc_.*_queue_nobody"):
+        show_server.receive_from_queue("nobody", max_calls=1)
+
+
+def test_timeout_before_max_calls_raises_gevent_timeout(show_server, make_client):
+    make_client().create_new_request_queue("dave")
+    started = time.monotonic()
+    with pytest.raises(gevent.Timeout):
+        show_server.receive_from_queue("dave", max_calls=1, timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 2
+
+
+def test_requests_beyond_max_calls_stay_queued_for_the_next_receiver(show_server, make_client, amqp_url, service):
+    client = make_client()
+    client.create_new_request_queue("erin")
+    results = [client.defer(routing_key="erin").show_message("erin", str(i)) for i in range(5)]
+    queue = f"rpc_{service}_queue_erin"
+    deadline = time.monotonic() + 10
+    while queued(amqp_url, queue) < 5 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    receiver = show_server.receive_from_queue("erin", max_calls=2)
+    assert receiver.calls == 2 and len(show_server.shown) == 2
+    assert queued(amqp_url, queue) == 3  # the rest went back to the queue, none lost
+    show_server.receive_from_queue("erin", max_calls=3)
+    assert [r.get(timeout=5) for r in results] == [1, 2, 3, 4, 5]
+    assert [text for _, text in show_server.shown] == ["0", "1", "2", "3", "4"]
+
+
+def test_several_receivers_at_once(show_server, make_client):
+    client = make_client()
+    for user in ("frank", "grace"):
+        client.create_new_request_queue(user)
+    receivers = {user: show_server.receive_from_queue(user, max_calls=2, block=False) for user in ("frank", "grace")}
+    results = [client.defer(routing_key=user).show_message(user, "x") for user in ("frank", "grace") for _ in "ab"]
+    for receiver in receivers.values():
+        assert receiver.wait(timeout=10)
+    assert sorted(user for user, _ in show_server.shown) == ["frank", "frank", "grace", "grace"]
+    assert sorted(r.get(timeout=5) for r in results) == [1, 2, 3, 4]
+
+
+def test_removed_queue_ends_its_receiver_and_routes_nothing_more(show_server, make_client):
+    client = make_client()
+    client.create_new_request_queue("heidi")
+    receiver = show_server.receive_from_queue("heidi", block=False)
+    client.remove_request_queue("heidi")
+    assert receiver.wait(timeout=10)
+    with pytest.raises(Unroutable):
+        client.call(routing_key="heidi").show_message("heidi", "gone")
+    client.remove_request_queue("heidi")  # removing it again is harmless
+
+
+def test_stop_ends_a_receiver_without_limits(show_server, make_client):
+    make_client().create_new_request_queue("ivan")
+    receiver = show_server.receive_from_queue("ivan", block=False)
+    receiver.stop()
+    assert receiver.wait(timeout=5) and receiver.calls == 0
+
+
+@pytest.mark.timeout(120)
+def test_receiver_survives_a_broker_restart(private_rabbit_node, service):
+    url = private_rabbit_node.url
+    server = AmqpRpcServer(service, url=url)
+    server.add_function(lambda text: text.upper(), name="shout")
+    server.serve()
+    client = AmqpRpcClient(service, url=url)
+    client.create_new_request_queue("judy")
+    receiver = server.receive_from_queue("judy", max_calls=1, block=False)
+    private_rabbit_node.restart()  # the durable queue survives; the consumer must come back
+    assert client.call(routing_key="judy", timeout=60).shout("still there") == "STILL THERE"
+    assert receiver.wait(timeout=10) and receiver.calls == 1
+    client.stop()
+    server.stop()
+
+
+def test_ignored_request_goes_to_another_server(make_server, make_client):
+    ignoring, serving = make_server(), make_server()
+    declined = []
+
+    def decline(x):
+        declined.append(x)
+        raise IgnoreRequest()
+
+    ignoring.add_function(decline, name="work")
+    serving.add_function(lambda x: x * 2, name="work")
+    ignoring.serve()
+    serving.serve()
+    client = make_client()
+    results = [client.defer.work(i) for i in range(10)]
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(10)]
+
+
+def test_request_only_an_ignoring_server_sees_is_redelivered_slowly(make_server, make_client):
+    server = make_server()
+    attempts = []
+
+    def decline():
+        attempts.append(time.monotonic())
+        raise IgnoreRequest()
+
+    server.add_function(decline, name="work")
+    server.serve()
+    with pytest.raises(NoResult):
+        make_client().call(timeout=2.5).work()
+    # one attempt per IGNORE_BACKOFF (1 s) at most, instead of a tight redelivery loop
+    assert 1 <= len(attempts) <= 4
