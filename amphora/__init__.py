@@ -12,6 +12,7 @@ from .exceptions import (
     WrongRequest,
     WrongResult,
 )
+from .fanout import AmqpRpcFanoutClient, AmqpRpcFanoutServer
 from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
 from .server import AmqpRpcServer
 
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmqpRpcClient",
+    "AmqpRpcFanoutClient",
+    "AmqpRpcFanoutServer",
     "AmqpRpcServer",
     "IgnoreRequest",
     "JsonSerializer",

@@ -21,20 +21,20 @@ from .amqp import Channel, Connection, Message, Properties
 from .amqp.errors import AMQPError, MessageReturned
 from .config import broker_parameters
 from .exceptions import (
-    NoResult,
     RemoteException,
     ReplyQueueLost,
-    RequestExpired,
     Unroutable,
     WrongRequest,
     WrongResult,
 )
 from .link import Link, queue_exists, start_links
 from .outbox import Outbox
+from .pending import PendingCall
 from .protocol import (
     HEADER_CLIENT,
     HEADER_DEADLINE,
     HEADER_ERROR,
+    HEADER_SERVER,
     HEADER_VERSION,
     PROTOCOL_VERSION,
     WRONG_REQUEST,
@@ -49,29 +49,6 @@ log = logging.getLogger(__name__)
 
 Tuner = Callable[[tuple[Any, ...], dict[str, Any]], "str | dict[str, str]"]
 REPLY_PREFETCH = 1000
-
-
-def expiry_grace(timeout: float) -> float:
-    """How long past its timeout a call waits for its request to come back expired before NoResult."""
-    return min(1.0, 0.1 + 0.05 * timeout)
-
-
-class _PendingCall:
-    __slots__ = ("function", "result", "timeout", "timer")
-
-    def __init__(self, result: AsyncResult, function: str, timeout: float | None) -> None:
-        self.result = result
-        self.function = function
-        self.timeout = timeout
-        self.timer: Any = None
-
-    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
-        if self.timer is not None:
-            self.timer.close()
-        if error is None:
-            self.result.set(value)
-        else:
-            self.result.set_exception(error)
 
 
 class Caller:
@@ -117,6 +94,9 @@ class Caller:
 class AmqpRpcClient:
     """Calls the functions of ``service_name``; see the API documentation for every option."""
 
+    fanout = False
+    """Whether requests are broadcast to every server (:class:`~amphora.fanout.AmqpRpcFanoutClient`)."""
+
     def __init__(
         self,
         service_name: str,
@@ -137,16 +117,18 @@ class AmqpRpcClient:
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent
-        self.topology = ServiceTopology(service_name, int(reply_queue_expires * 1000))
+        self.topology = ServiceTopology(service_name, int(reply_queue_expires * 1000), fanout=self.fanout)
         self.reply_queue = self.topology.reply_queue(self.uuid)
-        self._pending: dict[str, _PendingCall] = {}
+        self._pending: dict[str, PendingCall] = {}
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
         self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
         self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
         self._outbox = Outbox(self._publisher, limit=outbox_limit)
-        shared = self.topology.exchanges() + self.topology.default_request_queue()
+        shared = self.topology.exchanges()
+        if not self.fanout:  # calls made before any server starts wait in the service's queue
+            shared += self.topology.default_request_queue()
         self._consumer.declare(shared + self.topology.client_reply_queue(self.uuid))
         self._publisher.declare(shared)
         self._consumer.on_connected(self._check_reply_queue)
@@ -253,6 +235,7 @@ class AmqpRpcClient:
         timeout: float | None = None,
         routing_key: str | None = None,
         wait_publish: bool = False,
+        make_pending: Callable[[str, float], PendingCall] = PendingCall,
     ) -> AsyncResult:
         timeout = self.timeout if timeout is None else timeout
         if routing_key is None:
@@ -273,10 +256,8 @@ class AmqpRpcClient:
             timestamp=datetime.datetime.now(datetime.UTC),
             headers=headers,
         )
-        pending = self._pending[request_id] = _PendingCall(AsyncResult(), func_name, timeout)
-        if timeout:
-            pending.timer = gevent.get_hub().loop.timer(timeout + expiry_grace(timeout))
-            pending.timer.start(self._time_out, request_id)
+        pending = self._pending[request_id] = make_pending(func_name, timeout)
+        pending.start_timer(self._time_out, request_id)
         published = Event() if wait_publish else None
 
         def on_published(error: BaseException | None) -> None:
@@ -300,9 +281,9 @@ class AmqpRpcClient:
         return True
 
     def _time_out(self, request_id: str) -> None:
-        pending = self._pending.get(request_id)
+        pending = self._pending.pop(request_id, None)
         if pending is not None:
-            self._settle(request_id, error=NoResult(f"no reply to {pending.function} within {pending.timeout} s"))
+            pending.time_out()
 
     # --- replies (reader greenlet) -------------------------------------------------------------
 
@@ -310,14 +291,18 @@ class AmqpRpcClient:
         properties = message.properties
         headers = properties.headers or {}
         if "x-death" in headers:  # one of our requests, dead-lettered unexecuted
-            pending = self._pending.get(properties.message_id or "")
+            request_id = properties.message_id or ""
+            pending = self._pending.get(request_id)
+            reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"
+            if pending is not None and pending.expired(str(reason)):
+                del self._pending[request_id]
+        else:
+            request_id = properties.correlation_id or ""
+            pending = self._pending.get(request_id)
             if pending is not None:
-                reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"
-                error = RequestExpired(f"no server took the call to {pending.function} in time ({reason})")
-                self._settle(properties.message_id, error=error)
-        elif properties.correlation_id in self._pending:
-            value, error = self._decode(message)
-            self._settle(properties.correlation_id, value, error)
+                value, error = self._decode(message)
+                if pending.add_reply(str(headers.get(HEADER_SERVER, "")), value, error):
+                    del self._pending[request_id]
         try:
             message.ack()
         except AMQPError:

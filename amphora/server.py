@@ -9,7 +9,10 @@ ids answers such a redelivered request again without running the function twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
@@ -29,6 +32,7 @@ from .protocol import (
     HEADER_DEADLINE,
     HEADER_ERROR,
     HEADER_REASON,
+    HEADER_SERVER,
     HEADER_VERSION,
     PROTOCOL_VERSION,
     REFUSED,
@@ -42,7 +46,7 @@ from .protocol import (
     serializer_for,
 )
 from .receiver import QueueReceiver
-from .topology import ServiceTopology
+from .topology import Declaration, ServiceTopology
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +81,13 @@ class AmqpRpcServer:
         persistent: bool = True,
         answered_memory: int = 10_000,
         stop_timeout: float = 30.0,
+        name: str | None = None,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
-        self.topology = ServiceTopology(service_name)
+        self.topology = self._make_topology(service_name)
         self.concurrency = concurrency
         self.threads = threads
         self.persistent = persistent
@@ -99,8 +105,28 @@ class AmqpRpcServer:
         self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
         self._outbox = Outbox(self._publisher)
         for link in (self._consumer, self._publisher):
-            link.declare(self.topology.exchanges() + self.topology.default_request_queue())
-        self._consumer_ids = [self._consumer.add_consumer(self.topology.default_queue, self._on_request)]
+            link.declare(self.topology.exchanges())
+        self._consumer.declare(self._request_queue_declarations())
+        self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._on_request)]
+
+    # --- what a fanout server changes -----------------------------------------------------------
+
+    @staticmethod
+    def _make_topology(service_name: str) -> ServiceTopology:
+        return ServiceTopology(service_name)
+
+    def _request_queue_declarations(self) -> list[Declaration]:
+        """The request queue this server consumes, and its binding."""
+        return self.topology.default_request_queue()
+
+    @property
+    def _request_queue(self) -> str:
+        return self.topology.default_queue
+
+    def _on_ignored(self, message: Message) -> None:
+        """A handler raised IgnoreRequest: hand the request back, after a pause, for another server."""
+        gevent.sleep(IGNORE_BACKOFF)
+        settle_quietly(message.reject, True)
 
     # --- functions -----------------------------------------------------------------------------
 
@@ -243,8 +269,7 @@ class AmqpRpcServer:
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.pop(request_id, None)
-            gevent.sleep(IGNORE_BACKOFF)
-            settle_quietly(message.reject, True)
+            self._on_ignored(message)
             return
         except Exception as exc:
             body = encode_exception(serializer, type(exc).__name__, exc.args)
@@ -263,7 +288,7 @@ class AmqpRpcServer:
             content_type=serializer.content_type,
             delivery_mode=2 if self.persistent else 1,
             correlation_id=request_id,
-            headers={HEADER_VERSION: PROTOCOL_VERSION, **(headers or {})},
+            headers={HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name, **(headers or {})},
         )
         reply = _Reply(str(message.properties.reply_to), body, properties)
         self._publish_reply(reply, request_id, self._running.get(request_id) or [message])

@@ -1,7 +1,8 @@
 """Names and declarations of a service's exchanges and queues (compatible with the original amphora).
 
-- ``rpc_{service}_request``: the request exchange (direct) and the default request queue, bound with the
-  empty routing key.
+- ``rpc_{service}_request``: the request exchange (direct; fanout for a fanout service) and the default
+  request queue, bound with the empty routing key.
+- ``rpc_{service}_fanout_{server}``: a fanout server's own request queue.
 - ``rpc_{service}_queue_{label}``: per-key request queues, bound with routing key ``label`` unless given.
 - ``rpc_{service}_response``: the reply exchange (direct); a client's reply queue is
   ``rpc_{service}_{uuid}_response``, bound with routing key ``uuid``.
@@ -69,6 +70,8 @@ class ServiceTopology:
 
     service: str
     reply_queue_expires_ms: int = 10 * 60 * 1000
+    fanout: bool = False
+    """A fanout service broadcasts each request to every server's own queue."""
 
     @property
     def request_exchange(self) -> str:
@@ -96,13 +99,16 @@ class ServiceTopology:
     def reply_queue(self, client_id: str) -> str:
         return f"rpc_{self.service}_{client_id}_response"
 
+    def fanout_queue(self, server_name: str) -> str:
+        return f"rpc_{self.service}_fanout_{server_name}"
+
     def _request_queue_declaration(self, name: str) -> Queue:
         return Queue(name, arguments={"x-dead-letter-exchange": self.dead_exchange})
 
     def exchanges(self) -> list[Declaration]:
         """The exchanges every client and server of the service needs, and the dead-letter queue."""
         return [
-            Exchange(self.request_exchange, "direct"),
+            Exchange(self.request_exchange, "fanout" if self.fanout else "direct"),
             Exchange(self.response_exchange, "direct"),
             Exchange(self.dead_exchange, "headers"),
             Queue(self.dead_queue),
@@ -123,6 +129,15 @@ class ServiceTopology:
             self._request_queue_declaration(name),
             Binding(name, self.request_exchange, label if routing_key is None else routing_key),
         ]
+
+    def fanout_server_queue(self, server_name: str, expires_ms: int | None) -> list[Declaration]:
+        """A fanout server's own queue, which gets a copy of every request; with ``expires_ms`` it
+        disappears that long after its server stopped consuming it."""
+        name = self.fanout_queue(server_name)
+        queue = self._request_queue_declaration(name)
+        if expires_ms is not None:
+            queue.arguments["x-expires"] = expires_ms
+        return [queue, Binding(name, self.request_exchange)]
 
     def client_reply_queue(self, client_id: str) -> list[Declaration]:
         """A client's durable reply queue, which expires when unused, and its two bindings."""

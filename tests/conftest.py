@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
+from helpers import ServerProcess
 
 from amphora import AmqpRpcClient, AmqpRpcServer
 
@@ -42,3 +44,27 @@ def make_client(amqp_url, service):
     yield make
     for client in clients:
         client.stop()
+
+
+@pytest.fixture
+def execution_log(tmp_path) -> Path:
+    """A file where server processes log each execution (see helpers.executions)."""
+    path = tmp_path / "executions.log"
+    path.touch()
+    return path
+
+
+@pytest.fixture
+def start_server(service, execution_log):
+    """Start servers of the test's service in child processes (tests/rpc_process.py); killed at the end."""
+    processes: list[ServerProcess] = []
+
+    def start(url: str, *options: str) -> ServerProcess:
+        process = ServerProcess(service, url, execution_log, *options)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.process.poll() is None:
+            process.kill()

@@ -1,25 +1,35 @@
-"""A math server in its own process, for tests that kill servers: ``python rpc_process.py SERVICE URL LOG``.
+"""A server in its own process, for tests that kill servers.
+
+``python rpc_process.py SERVICE URL LOG [--concurrency N] [--fanout] [--name NAME] [--ignore]``
 
 Every execution is appended to LOG as ``pid function argument`` so tests can count executions. It prints
-``ready`` once serving and stops gracefully on SIGTERM.
+``ready`` once serving and stops gracefully on SIGTERM. ``--ignore`` makes ``maybe`` raise IgnoreRequest.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
-import sys
 
 import gevent
 
-from amphora import AmqpRpcServer
+from amphora import AmqpRpcFanoutServer, AmqpRpcServer, IgnoreRequest
 
 
 def main() -> None:
-    service, url, log_path = sys.argv[1:4]
-    concurrency = int(sys.argv[4]) if len(sys.argv) > 4 else 100
-    server = AmqpRpcServer(service, url=url, concurrency=concurrency)
-    log = open(log_path, "a", buffering=1)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("service")
+    parser.add_argument("url")
+    parser.add_argument("log")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--fanout", action="store_true")
+    parser.add_argument("--name")
+    parser.add_argument("--ignore", action="store_true")
+    options = parser.parse_args()
+    server_class = AmqpRpcFanoutServer if options.fanout else AmqpRpcServer
+    server = server_class(options.service, url=options.url, concurrency=options.concurrency, name=options.name)
+    log = open(options.log, "a", buffering=1)
 
     def record(function: str, argument: object) -> None:
         log.write(f"{os.getpid()} {function} {argument}\n")
@@ -34,6 +44,13 @@ def main() -> None:
         record("slow", tag)
         gevent.sleep(seconds)
         return tag
+
+    @server.add_function
+    def maybe(tag):
+        record("maybe", tag)
+        if options.ignore:
+            raise IgnoreRequest()
+        return server.name
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop))
     server.serve()

@@ -3,71 +3,14 @@
 from __future__ import annotations
 
 import collections
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import gevent
 import pytest
+from helpers import executions, wait_until
 
 from amphora import AmqpRpcClient, AmqpRpcServer, ReplyQueueLost
 from amphora.amqp import connect
 from amphora.amqp.errors import NotFound
-
-SERVER_SCRIPT = Path(__file__).with_name("rpc_process.py")
-
-
-class ServerProcess:
-    """A math server (tests/rpc_process.py) in a child process, logging every execution."""
-
-    def __init__(self, service: str, url: str, log: Path, concurrency: int = 100) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), service, url, str(log), str(concurrency)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "ready"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-    def terminate(self, timeout: float = 30) -> int:
-        self.process.terminate()
-        return self.process.wait(timeout)
-
-
-@pytest.fixture
-def execution_log(tmp_path) -> Path:
-    path = tmp_path / "executions.log"
-    path.touch()
-    return path
-
-
-@pytest.fixture
-def start_server(service, execution_log):
-    processes: list[ServerProcess] = []
-
-    def start(url: str, concurrency: int = 100) -> ServerProcess:
-        process = ServerProcess(service, url, execution_log, concurrency)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.process.poll() is None:
-            process.kill()
-
-
-def executions(log: Path) -> list[tuple[int, str, str]]:
-    lines = log.read_text().splitlines()
-    return [(int(pid), function, argument) for pid, function, argument in (line.split(" ", 2) for line in lines)]
 
 
 def queue_exists(connection, name: str) -> bool:
@@ -76,14 +19,6 @@ def queue_exists(connection, name: str) -> bool:
     except NotFound:
         return False
     return True
-
-
-def wait_until(condition, timeout: float = 10, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        gevent.sleep(interval)
 
 
 @pytest.mark.timeout(180)
@@ -119,8 +54,8 @@ def test_server_killed_mid_request_is_answered_by_another(amqp_url, service, sta
 
 @pytest.mark.timeout(120)
 def test_graceful_stop_under_load_loses_nothing(amqp_url, service, start_server, execution_log):
-    stopping = start_server(amqp_url, concurrency=20)
-    start_server(amqp_url, concurrency=20)
+    stopping = start_server(amqp_url, "--concurrency", "20")
+    start_server(amqp_url, "--concurrency", "20")
     client = AmqpRpcClient(service, url=amqp_url)
     results = [client.defer.slow(0.01, str(i)) for i in range(600)]
     wait_until(lambda: sum(r.ready() for r in results) >= 100, timeout=30)
@@ -136,7 +71,7 @@ def test_calls_made_while_the_broker_is_down_are_sent_in_order_when_it_returns(
     private_rabbit_node, service, start_server, execution_log
 ):
     url = private_rabbit_node.url
-    start_server(url, concurrency=1)  # one at a time: execution order is publish order
+    start_server(url, "--concurrency", "1")  # one at a time: execution order is publish order
     client = AmqpRpcClient(service, url=url)
     assert client.call.add(-1, 0) == -1
     private_rabbit_node.kill()
