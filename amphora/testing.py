@@ -8,6 +8,8 @@ Use the fixtures from a ``conftest.py``::
 
 - ``rabbit_node`` (session): one node shared by the whole run; ``amqp_url`` is its URL.
 - ``private_rabbit_node`` (function): a node of the test's own, for tests that kill or freeze it.
+- ``tls_certificates`` (session): a test CA with server and client certificates (:func:`make_certificates`).
+- ``tls_rabbit_node`` (session): a node that also listens for TLS; ``tls_url`` is its ``amqps://`` URL.
 
 Set ``RABBITMQ_SERVER_BIN`` if ``rabbitmq-server`` is not in ``/usr/lib/rabbitmq/bin`` or on the PATH.
 
@@ -27,8 +29,10 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import gevent
+import gevent.socket
 from gevent import subprocess
 
 from .amqp import connect
@@ -51,6 +55,82 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TLSCertificates:
+    """PEM files of a test CA, a server certificate for ``localhost`` and a client certificate."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+_OPENSSL_CONFIG = """\
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def make_certificates(directory: str, days: int = 30) -> TLSCertificates:
+    """Generate, with the ``openssl`` command, a CA and the server and client certificates it signs.
+
+    The server certificate is for ``localhost`` and ``127.0.0.1``; keys are unencrypted. Each call makes a
+    new CA, which trusts none of the certificates of another call.
+    """
+    os.makedirs(directory, exist_ok=True)
+
+    def path(name: str) -> str:
+        return os.path.join(directory, name)
+
+    def openssl(*arguments: str) -> None:
+        result = subprocess.run(["openssl", *arguments], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl {arguments[0]} failed: {result.stderr.strip()}")
+
+    config = path("openssl.cnf")
+    with open(config, "w") as config_file:
+        config_file.write(_OPENSSL_CONFIG)
+    # fmt: off
+    new_key = ("-nodes", "-newkey", "rsa:2048", "-config", config)
+    validity = ("-days", str(days))
+    openssl("req", "-x509", *new_key, *validity, "-extensions", "ca", "-subj", "/CN=amphora test CA",
+            "-keyout", path("ca.key"), "-out", path("ca.pem"))
+    for role, common_name in (("server", "localhost"), ("client", "amphora test client")):
+        openssl("req", "-new", *new_key, "-subj", f"/CN={common_name}",
+                "-keyout", path(f"{role}.key"), "-out", path(f"{role}.csr"))
+        openssl("x509", "-req", "-in", path(f"{role}.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                "-set_serial", str(uuid.uuid4().int >> 65), *validity,
+                "-extfile", config, "-extensions", role, "-out", path(f"{role}.pem"))
+    # fmt: on
+    return TLSCertificates(
+        ca=path("ca.pem"),
+        server_cert=path("server.pem"),
+        server_key=path("server.key"),
+        client_cert=path("client.pem"),
+        client_key=path("client.key"),
+    )
+
+
 def _find_binary(name: str) -> str:
     directory = os.environ.get("RABBITMQ_SERVER_BIN")
     candidates = [directory] if directory else list(_SEARCH_PATH)
@@ -67,15 +147,23 @@ def _find_binary(name: str) -> str:
 class RabbitNode:
     """One private RabbitMQ node: ``start()``, ``kill()``, ``pause()``/``resume()``, ``restart()``, ``stop()``.
 
-    The node keeps its port, name and data directory across kill and start, so durable queues and
+    The node keeps its ports, name and data directory across kill and start, so durable queues and
     persistent messages survive a restart as they would on a real broker.
+
+    With ``tls``, the node also listens for TLS on ``tls_port`` (``tls_url``) with that server certificate,
+    and verifies the client certificates that its CA signed; ``fail_if_no_peer_cert`` makes them mandatory.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(
+        self, name: str | None = None, tls: TLSCertificates | None = None, fail_if_no_peer_cert: bool = False
+    ) -> None:
         self.port = free_port()
         self.name = name or f"amphora-test-{uuid.uuid4().hex[:8]}"
         self.nodename = f"{self.name}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.fail_if_no_peer_cert = fail_if_no_peer_cert
         self.directory = tempfile.mkdtemp(prefix=f"{self.name}-")
         self._dist_port = free_port()
         self._process: subprocess.Popen | None = None
@@ -85,7 +173,7 @@ class RabbitNode:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> RabbitNode:
-        """Start the node and wait until it accepts AMQP connections."""
+        """Start the node and wait until it accepts AMQP connections (and TLS ones, with ``tls``)."""
         if self.running:
             return self
         with open(self._path("output.log"), "ab") as output:
@@ -96,7 +184,7 @@ class RabbitNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_for_amqp()
+        self._wait_until_listening()
         return self
 
     def kill(self) -> None:
@@ -138,6 +226,13 @@ class RabbitNode:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def tls_url(self) -> str:
+        """The ``amqps://`` URL of the TLS listener, by the host name its certificate names."""
+        if self.tls_port is None:
+            raise RabbitNodeError("this node was created without tls")
+        return f"amqps://guest:guest@localhost:{self.tls_port}/%2F"
+
     # --- control -------------------------------------------------------------------------------
 
     def ctl(self, *arguments: str, timeout: float = 60.0) -> str:
@@ -160,13 +255,31 @@ class RabbitNode:
         return os.path.join(self.directory, *parts)
 
     def _prepare_directory(self) -> None:
+        """Write the plugins file (and for TLS the config and a copy of the PEM files) where the node reads them."""
         with open(self._path("enabled_plugins"), "w") as plugins:
             plugins.write("[].\n")
+        if self.tls is not None:
+            self._write_tls_config(self.tls)
         os.chmod(self.directory, 0o755)
         if self._as_rabbitmq_user:
             user = pwd.getpwnam("rabbitmq")
-            for path in (self.directory, self._path("enabled_plugins")):
+            for path in [self.directory, *(self._path(name) for name in os.listdir(self.directory))]:
                 os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _write_tls_config(self, tls: TLSCertificates) -> None:
+        """Copy the CA and server files in (the user ``rabbitmq`` may not reach theirs) and point a config at them."""
+        for source, name in ((tls.ca, "ca.pem"), (tls.server_cert, "server.pem"), (tls.server_key, "server.key")):
+            shutil.copyfile(source, self._path(name))
+        settings = {
+            "listeners.ssl.default": f"127.0.0.1:{self.tls_port}",
+            "ssl_options.cacertfile": self._path("ca.pem"),
+            "ssl_options.certfile": self._path("server.pem"),
+            "ssl_options.keyfile": self._path("server.key"),
+            "ssl_options.verify": "verify_peer",
+            "ssl_options.fail_if_no_peer_cert": str(self.fail_if_no_peer_cert).lower(),
+        }
+        with open(self._path("rabbitmq.conf"), "w") as config:
+            config.writelines(f"{key} = {value}\n" for key, value in settings.items())
 
     def _environment(self) -> dict[str, str]:
         return {
@@ -181,7 +294,7 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": self._path("log"),
             "RABBITMQ_PID_FILE": self._path("pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": self._path("enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": self._path("rabbitmq"),  # none exists: broker defaults
+            "RABBITMQ_CONFIG_FILE": self._path("rabbitmq"),  # .conf is appended; only TLS nodes have one
             "RABBITMQ_ADVANCED_CONFIG_FILE": self._path("advanced.config"),
         }
 
@@ -220,18 +333,26 @@ class RabbitNode:
         except OSError:
             pass
 
-    def _wait_for_amqp(self) -> None:
+    def _wait_until_listening(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if not self.running:
                 raise RabbitNodeError(f"RabbitMQ exited while starting; see {self._path('output.log')}")
-            try:
-                connect(self.url, connection_timeout=2, heartbeat=0).close()
+            if self._listening():
                 return
-            except AMQPError:
-                gevent.sleep(0.1)
+            gevent.sleep(0.1)
         self.kill()
         raise RabbitNodeError(f"RabbitMQ took over {START_TIMEOUT:.0f} s to start; see {self._path('output.log')}")
+
+    def _listening(self) -> bool:
+        """Whether the node completes an AMQP handshake and, with TLS, its TLS port accepts connections."""
+        try:
+            connect(self.url, connection_timeout=2, heartbeat=0).close()
+            if self.tls_port is not None:
+                gevent.socket.create_connection(("127.0.0.1", self.tls_port), timeout=2).close()
+        except (AMQPError, OSError):
+            return False
+        return True
 
     def __enter__(self) -> RabbitNode:
         return self.start()
@@ -240,7 +361,8 @@ class RabbitNode:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<RabbitNode {self.nodename} port={self.port} {'running' if self.running else 'stopped'}>"
+        tls = f" tls_port={self.tls_port}" if self.tls_port is not None else ""
+        return f"<RabbitNode {self.nodename} port={self.port}{tls} {'running' if self.running else 'stopped'}>"
 
 
 # --- pytest fixtures (use with ``pytest_plugins = ["amphora.testing"]``) ------------------------
@@ -269,5 +391,16 @@ if pytest is not None:
     def private_rabbit_node() -> Iterator[RabbitNode]:
         """A node of the test's own, free to kill, freeze and restart."""
         with RabbitNode() as node:
+            yield node
+
+    @pytest.fixture(scope="session")
+    def tls_certificates(tmp_path_factory: pytest.TempPathFactory) -> TLSCertificates:
+        """A test CA with a server certificate for localhost and a client certificate."""
+        return make_certificates(str(tmp_path_factory.mktemp("tls")))
+
+    @pytest.fixture(scope="session")
+    def tls_rabbit_node(tls_certificates: TLSCertificates) -> Iterator[RabbitNode]:
+        """A node shared by the session that also listens for TLS (client certificates optional)."""
+        with RabbitNode(tls=tls_certificates) as node:
             yield node
 

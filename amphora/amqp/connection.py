@@ -100,7 +100,15 @@ class Connection:
         try:
             with gevent.Timeout(timeout, ConnectionTimeout(f"no answer from {self.parameters.url} in {timeout} s")):
                 self._sock = self._connect_socket()
-                self._handshake()
+                try:
+                    self._handshake()
+                except ssl.SSLError as exc:  # with TLS 1.3, a refused client certificate shows only now
+                    raise TLSError(
+                        f"the broker at {self.parameters.url} ended TLS after the handshake"
+                        f" (did it refuse our client certificate?): {exc}"
+                    ) from None
+                except OSError as exc:
+                    raise ConnectionLost(f"the connection to {self.parameters.url} failed: {exc}") from None
         except BaseException:
             if self._sock is not None:
                 self._sock.close()

@@ -84,12 +84,18 @@ class ConnectionParameters:
     def make_ssl_context(self) -> ssl.SSLContext:
         """The TLS context to wrap the socket with: the one given, else one built from the options.
 
-        A context given as ``ssl_context`` must come from :mod:`gevent.ssl` (or the process must be
-        monkey-patched) so that the TLS socket cooperates with other greenlets.
+        A context given as ``ssl_context`` must be a :class:`gevent.ssl.SSLContext` (or the process must be
+        monkey-patched) so that the TLS socket cooperates with other greenlets; note that
+        ``gevent.ssl.create_default_context()`` returns a blocking standard library context.
         """
         if self.ssl_context is not None:
             return self.ssl_context
-        context = gevent.ssl.create_default_context(cafile=self.cafile)
+        # Not create_default_context(): even gevent.ssl's makes a stdlib context, whose sockets block the hub.
+        context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and host name
+        if self.cafile:
+            context.load_verify_locations(cafile=self.cafile)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
