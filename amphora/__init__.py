@@ -2,6 +2,7 @@
 
 from .client import AmqpRpcClient
 from .exceptions import (
+    HandlerTimeout,
     IgnoreRequest,
     NoResult,
     OutboxFull,
@@ -13,6 +14,8 @@ from .exceptions import (
     WrongResult,
 )
 from .fanout import AmqpRpcFanoutClient, AmqpRpcFanoutServer
+from .functions import RequestContext
+from .parallel import parallel
 from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
 from .server import AmqpRpcServer
 
@@ -23,6 +26,7 @@ __all__ = [
     "AmqpRpcFanoutClient",
     "AmqpRpcFanoutServer",
     "AmqpRpcServer",
+    "HandlerTimeout",
     "IgnoreRequest",
     "JsonSerializer",
     "MsgpackSerializer",
@@ -30,9 +34,11 @@ __all__ = [
     "OutboxFull",
     "RemoteException",
     "ReplyQueueLost",
+    "RequestContext",
     "RequestExpired",
     "RpcJsonSerializer",
     "Unroutable",
     "WrongRequest",
     "WrongResult",
+    "parallel",
 ]

@@ -20,7 +20,10 @@ from gevent.event import AsyncResult, Event
 from .amqp import Channel, Connection, Message, Properties
 from .amqp.errors import AMQPError, MessageReturned
 from .config import broker_parameters
+from .compression import DEFAULT_MAX_SIZE, DEFAULT_THRESHOLD, BodyRefused, compress, decompress
 from .exceptions import (
+    AmphoraError,
+    HandlerTimeout,
     RemoteException,
     ReplyQueueLost,
     Unroutable,
@@ -31,11 +34,13 @@ from .link import Link, queue_exists, start_links
 from .outbox import Outbox
 from .pending import PendingCall
 from .protocol import (
+    HEADER_CAST,
     HEADER_CLIENT,
     HEADER_DEADLINE,
     HEADER_ERROR,
     HEADER_SERVER,
     HEADER_VERSION,
+    HANDLER_TIMEOUT,
     PROTOCOL_VERSION,
     WRONG_REQUEST,
     Serializer,
@@ -49,6 +54,10 @@ log = logging.getLogger(__name__)
 
 Tuner = Callable[[tuple[Any, ...], dict[str, Any]], "str | dict[str, str]"]
 REPLY_PREFETCH = 1000
+_AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, HANDLER_TIMEOUT: HandlerTimeout}
+"""The exception for each ``x-amphora-error`` header value of a reply."""
+CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
+"""Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
 
 
 class Caller:
@@ -110,6 +119,8 @@ class AmqpRpcClient:
         persistent: bool = True,
         reply_queue_expires: float = 600.0,
         outbox_limit: int = 100_000,
+        compress_threshold: int | None = DEFAULT_THRESHOLD,
+        max_reply_size: int = DEFAULT_MAX_SIZE,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -117,6 +128,8 @@ class AmqpRpcClient:
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent
+        self.compress_threshold = compress_threshold
+        self.max_reply_size = max_reply_size
         self.topology = ServiceTopology(service_name, int(reply_queue_expires * 1000), fanout=self.fanout)
         self.reply_queue = self.topology.reply_queue(self.uuid)
         self._pending: dict[str, PendingCall] = {}
@@ -134,8 +147,9 @@ class AmqpRpcClient:
         self._consumer.on_connected(self._check_reply_queue)
         self._publisher.on_connected(self._wait_for_reply_queue)
         self._consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
-        self.call = Caller(self._call, frozenset({"timeout", "routing_key"}))
-        self.defer = Caller(self._defer, frozenset({"timeout", "routing_key", "wait_publish"}))
+        self.call = Caller(self._call, CALL_OPTIONS)
+        self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
+        self.cast = Caller(self._cast, CALL_OPTIONS)
         if autostart:
             self.serve()
 
@@ -233,45 +247,92 @@ class AmqpRpcClient:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None = None,
-        routing_key: str | None = None,
         wait_publish: bool = False,
         make_pending: Callable[[str, float], PendingCall] = PendingCall,
+        **options: Any,
     ) -> AsyncResult:
+        """Publish a request and return the AsyncResult of its reply."""
         timeout = self.timeout if timeout is None else timeout
-        if routing_key is None:
-            routing_key = self._routing_key(func_name, args, kwargs)
-        body = encode_request(self.serializer, func_name, args, kwargs)
         request_id = uuid_module.uuid4().hex
-        headers: dict[str, Any] = {HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
-        expiration = None
-        if timeout:
-            headers[HEADER_DEADLINE] = int((time.time() + timeout) * 1000)
-            expiration = str(max(1, int(timeout * 1000)))
-        properties = Properties(
-            content_type=self.serializer.content_type,
-            delivery_mode=2 if self.persistent else 1,
-            message_id=request_id,
-            reply_to=self.uuid,
-            expiration=expiration,
-            timestamp=datetime.datetime.now(datetime.UTC),
-            headers=headers,
-        )
         pending = self._pending[request_id] = make_pending(func_name, timeout)
         pending.start_timer(self._time_out, request_id)
-        published = Event() if wait_publish else None
+        published = Event()
 
-        def on_published(error: BaseException | None) -> None:
-            if isinstance(error, MessageReturned):
-                self._settle(request_id, error=Unroutable(f"no queue for routing key {routing_key!r} of {func_name}"))
-            if published is not None:
-                published.set()
+        def on_published(error: Unroutable | None) -> None:
+            if error is not None:
+                self._settle(request_id, error=error)
+            published.set()
 
-        self._outbox.publish(
-            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_published
-        )
-        if published is not None:
+        self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
+        if wait_publish:
             published.wait()
         return pending.result
+
+    def _cast(
+        self,
+        func_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Publish a request that wants no reply; the AsyncResult is set (to None) once the broker has it."""
+        confirmed = AsyncResult()
+
+        def on_published(error: Unroutable | None) -> None:
+            if error is None:
+                confirmed.set(None)
+            else:
+                confirmed.set_exception(error)
+
+        self._publish_request(
+            uuid_module.uuid4().hex, func_name, args, kwargs, timeout, on_published, cast=True, **options
+        )
+        return confirmed
+
+    def _publish_request(
+        self,
+        request_id: str,
+        func_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        on_published: Callable[[Unroutable | None], None],
+        routing_key: str | None = None,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+        cast: bool = False,
+    ) -> None:
+        """Hand a request to the outbox; ``on_published`` learns whether the broker took or returned it."""
+        if routing_key is None:
+            routing_key = self._routing_key(func_name, args, kwargs)
+        body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
+        all_headers: dict[str, Any] = {**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
+        expiration = None
+        if timeout:
+            all_headers[HEADER_DEADLINE] = int((time.time() + timeout) * 1000)
+            expiration = str(max(1, int(timeout * 1000)))
+        if cast:
+            all_headers[HEADER_CAST] = True
+        properties = Properties(
+            content_type=self.serializer.content_type,
+            content_encoding=encoding,
+            delivery_mode=2 if self.persistent else 1,
+            priority=priority,
+            message_id=request_id,
+            reply_to=None if cast else self.uuid,
+            expiration=expiration,
+            timestamp=datetime.datetime.now(datetime.UTC),
+            headers=all_headers,
+        )
+
+        def on_done(error: BaseException | None) -> None:
+            returned = isinstance(error, MessageReturned)
+            on_published(Unroutable(f"no queue for routing key {routing_key!r} of {func_name}") if returned else None)
+
+        self._outbox.publish(
+            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_done
+        )
 
     def _settle(self, request_id: str | None, value: Any = None, error: BaseException | None = None) -> bool:
         pending = self._pending.pop(request_id or "", None)
@@ -309,13 +370,15 @@ class AmqpRpcClient:
             pass  # redelivered after reconnect, then dropped as already answered
 
     def _decode(self, message: Message) -> tuple[Any, BaseException | None]:
+        properties = message.properties
         try:
-            return decode_reply(self.serializer, message.body), None
+            body = decompress(message.body, properties.content_encoding, self.max_reply_size)
+            return decode_reply(self.serializer, body), None
+        except BodyRefused as exc:
+            return None, WrongResult(str(exc))
         except RemoteException as exc:
-            headers = message.properties.headers or {}
-            if headers.get(HEADER_ERROR) == WRONG_REQUEST:
-                return None, WrongRequest(*exc.args)
-            return None, exc
+            amphora_error = _AMPHORA_ERRORS.get((properties.headers or {}).get(HEADER_ERROR))  # type: ignore[arg-type]
+            return None, exc if amphora_error is None else amphora_error(*exc.args)
         except WrongResult as exc:
             return None, exc
 

@@ -31,6 +31,10 @@ class WrongRequest(AmphoraError):
     """The server could not take the request: unknown function, or a request it cannot parse."""
 
 
+class HandlerTimeout(AmphoraError):
+    """The remote function ran past its time limit; the server stopped waiting for it."""
+
+
 class WrongResult(AmphoraError):
     """The reply could not be parsed."""
 

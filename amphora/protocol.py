@@ -20,12 +20,17 @@ HEADER_DEADLINE = "x-amphora-deadline"
 """Unix time in milliseconds after which a server must not start the request."""
 HEADER_SERVER = "x-amphora-server"
 """The identity of the server that sent a reply (its ``name``, or host, pid and a random suffix)."""
+HEADER_CAST = "x-amphora-cast"
+"""Set (true) on a request that wants no reply (``client.cast``); it needs no ``reply_to``."""
 HEADER_ERROR = "x-amphora-error"
+"""On a reply that reports a failure of amphora's rather than of the function: ``wrong-request`` (the
+server could not take the request) or ``handler-timeout`` (the function ran past its time limit)."""
 HEADER_DEAD = "x-amphora-dead"
 """Set to ``refused`` on a request a server dead-lettered; ``x-amphora-reason`` says why."""
 HEADER_REASON = "x-amphora-reason"
 REFUSED = "refused"
 WRONG_REQUEST = "wrong-request"
+HANDLER_TIMEOUT = "handler-timeout"
 
 
 class Serializer(Protocol):

@@ -23,10 +23,13 @@ from gevent.event import Event
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
 from .config import broker_parameters
+from .compression import DEFAULT_MAX_SIZE, DEFAULT_THRESHOLD, BodyRefused, compress, decompress
 from .exceptions import IgnoreRequest
+from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, invoke
 from .link import Link, settle_quietly, start_links
 from .outbox import Outbox
 from .protocol import (
+    HEADER_CAST,
     HEADER_CLIENT,
     HEADER_DEAD,
     HEADER_DEADLINE,
@@ -35,6 +38,7 @@ from .protocol import (
     HEADER_SERVER,
     HEADER_VERSION,
     PROTOCOL_VERSION,
+    HANDLER_TIMEOUT,
     REFUSED,
     WRONG_REQUEST,
     MalformedRequest,
@@ -82,6 +86,10 @@ class AmqpRpcServer:
         answered_memory: int = 10_000,
         stop_timeout: float = 30.0,
         name: str | None = None,
+        time_limit: float | None = None,
+        settings: Any = None,
+        compress_threshold: int | None = DEFAULT_THRESHOLD,
+        max_request_size: int = DEFAULT_MAX_SIZE,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -92,9 +100,13 @@ class AmqpRpcServer:
         self.threads = threads
         self.persistent = persistent
         self.stop_timeout = stop_timeout
-        self._functions: dict[str, Callable[..., Any]] = {}
+        self.time_limit = time_limit
+        self.settings = {} if settings is None else settings
+        self.compress_threshold = compress_threshold
+        self.max_request_size = max_request_size
+        self._functions = FunctionRegistry()
         self._running: dict[str, list[Message]] = {}
-        self._answered: OrderedDict[str, _Reply] = OrderedDict()
+        self._answered: OrderedDict[str, _Reply | None] = OrderedDict()  # None: a cast, which has no reply
         self._answered_memory = answered_memory
         self._handlers: set[gevent.Greenlet] = set()
         self._receivers: list[QueueReceiver] = []
@@ -107,7 +119,7 @@ class AmqpRpcServer:
         for link in (self._consumer, self._publisher):
             link.declare(self.topology.exchanges())
         self._consumer.declare(self._request_queue_declarations())
-        self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._on_request)]
+        self._consumer_ids: list[int] = []
 
     # --- what a fanout server changes -----------------------------------------------------------
 
@@ -131,24 +143,31 @@ class AmqpRpcServer:
     # --- functions -----------------------------------------------------------------------------
 
     @overload
-    def add_function(self, func: F, name: str | None = None) -> F: ...
+    def add_function(
+        self, func: F, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+    ) -> F: ...
 
     @overload
-    def add_function(self, func: str | None = None, name: str | None = None) -> Callable[[F], F]: ...
+    def add_function(
+        self,
+        func: str | None = None,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+    ) -> Callable[[F], F]: ...
 
-    def add_function(self, func: Any = None, name: str | None = None) -> Any:
+    def add_function(
+        self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+    ) -> Any:
         """Register a function for remote calls, under its own name or ``name``.
 
         Works as a call (``add_function(f)``, ``add_function(f, name="x")``), as a bare decorator, and as a
-        decorator with a name (``@add_function("div")`` or ``@add_function(name="div")``).
+        decorator with a name (``@add_function("div")`` or ``@add_function(name="div")``). ``time_limit``
+        (seconds) overrides the server's; with ``context=True`` the function gets a
+        :class:`~amphora.functions.RequestContext` as its first argument.
         """
-        if func is None or isinstance(func, str):
-            label = func if isinstance(func, str) else name
-            return lambda f: self.add_function(f, label)
-        if not callable(func):
-            raise TypeError(f"add_function needs a callable, got {func!r}")
-        self._functions[name or func.__name__] = func
-        return func
+        return self._functions.add(func, name, time_limit=time_limit, context=context)
 
     # --- running -------------------------------------------------------------------------------
 
@@ -159,6 +178,8 @@ class AmqpRpcServer:
         """
         self._accepting = True
         self._stopped.clear()
+        if not self._consumer_ids:  # first start, or again after stop()
+            self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._on_request)]
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
             self.join()
@@ -234,9 +255,12 @@ class AmqpRpcServer:
             if running is not None:
                 running.append(message)
                 return None
-            reply = self._answered.get(request_id)
-            if reply is not None:
-                self._publish_reply(reply, request_id, [message])
+            if request_id in self._answered:
+                reply = self._answered[request_id]
+                if reply is None:  # a cast that already ran
+                    settle_quietly(message.ack)
+                else:
+                    self._publish_reply(reply, request_id, [message])
                 return None
             self._running[request_id] = [message]
         handler = gevent.spawn(self._handle, message)
@@ -246,46 +270,61 @@ class AmqpRpcServer:
 
     def _handle(self, message: Message) -> None:
         properties = message.properties
-        request_id = properties.message_id
+        request_id = str(properties.message_id or "")
+        headers = properties.headers or {}
+        cast = bool(headers.get(HEADER_CAST))
         try:
-            if not request_id or not properties.reply_to:
-                raise MalformedRequest("a request needs a message_id and a reply_to")
-            if _expired(properties):
+            if not request_id or not (properties.reply_to or cast):
+                raise MalformedRequest("a request needs a message_id, and a reply_to unless it is a cast")
+            if _expired(headers):
                 self._running.pop(request_id, None)
                 settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
                 return
             serializer = serializer_for(properties.content_type, self.serializer)
             if serializer is None:
                 raise MalformedRequest(f"unsupported content type {properties.content_type!r}")
-            func_name, args, kwargs = decode_request(serializer, message.body)
-            func = self._functions.get(func_name)
-            if func is None:
+            body = decompress(message.body, properties.content_encoding, self.max_request_size)
+            func_name, args, kwargs = decode_request(serializer, body)
+            function = self._functions.get(func_name)
+            if function is None:
                 raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}")
-        except MalformedRequest as exc:
+        except (MalformedRequest, BodyRefused) as exc:
             self._refuse(message, str(exc))
             return
+        context = RequestContext(request_id, func_name, headers, self) if function.context else None
+        error_header = None
         try:
-            result = self._run(func, args, kwargs)
+            result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.pop(request_id, None)
             self._on_ignored(message)
             return
+        except TimeLimitExceeded as exc:
+            body = encode_exception(serializer, "HandlerTimeout", exc.args)
+            error_header = {HEADER_ERROR: HANDLER_TIMEOUT}
         except Exception as exc:
             body = encode_exception(serializer, type(exc).__name__, exc.args)
-        self._reply(message, body, serializer)
+        if cast:
+            self._finish_cast(message, request_id)
+        else:
+            reply_headers = {**(context.reply_headers if context else {}), **(error_header or {})}
+            self._reply(message, body, serializer, reply_headers)
 
-    def _run(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if self.threads:
-            return gevent.get_hub().threadpool.apply(func, args, kwargs)
-        return func(*args, **kwargs)
+    def _finish_cast(self, message: Message, request_id: str) -> None:
+        """A cast wants no reply: remember it ran, and acknowledge it."""
+        self._remember(request_id, None)
+        for delivery in self._running.pop(request_id, [message]):
+            settle_quietly(delivery.ack)
 
     def _reply(
         self, message: Message, body: bytes, serializer: Serializer, headers: dict[str, Any] | None = None
     ) -> None:
         request_id = message.properties.message_id
+        body, encoding = compress(body, self.compress_threshold)
         properties = Properties(
             content_type=serializer.content_type,
+            content_encoding=encoding,
             delivery_mode=2 if self.persistent else 1,
             correlation_id=request_id,
             headers={HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name, **(headers or {})},
@@ -310,7 +349,7 @@ class AmqpRpcServer:
             on_done=on_confirmed,
         )
 
-    def _remember(self, request_id: str, reply: _Reply) -> None:
+    def _remember(self, request_id: str, reply: _Reply | None) -> None:
         self._answered[request_id] = reply
         self._answered.move_to_end(request_id)
         while len(self._answered) > self._answered_memory:
@@ -339,7 +378,7 @@ class AmqpRpcServer:
             self._reply(message, body, serializer, {HEADER_ERROR: WRONG_REQUEST})
 
 
-def _expired(properties: Properties) -> bool:
-    deadline = (properties.headers or {}).get(HEADER_DEADLINE)
+def _expired(headers: dict[str, Any]) -> bool:
+    deadline = headers.get(HEADER_DEADLINE)
     return isinstance(deadline, int) and deadline < time.time() * 1000
 

@@ -20,6 +20,8 @@ from .amqp import Channel
 from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
 
 DEFAULT_ROUTING_KEY = ""
+MAX_PRIORITY = 10
+"""Request queues honour call priorities from 0 (the default) to this."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class ServiceTopology:
         return f"rpc_{self.service}_fanout_{server_name}"
 
     def _request_queue_declaration(self, name: str) -> Queue:
-        return Queue(name, arguments={"x-dead-letter-exchange": self.dead_exchange})
+        return Queue(name, arguments={"x-dead-letter-exchange": self.dead_exchange, "x-max-priority": MAX_PRIORITY})
 
     def exchanges(self) -> list[Declaration]:
         """The exchanges every client and server of the service needs, and the dead-letter queue."""
