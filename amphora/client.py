@@ -19,8 +19,14 @@ from gevent.event import AsyncResult, Event
 
 from .amqp import Channel, Connection, Message, Properties
 from .amqp.errors import AMQPError, MessageReturned
+from .compression import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_THRESHOLD,
+    BodyRefused,
+    compress,
+    decompress,
+)
 from .config import broker_parameters
-from .compression import DEFAULT_MAX_SIZE, DEFAULT_THRESHOLD, BodyRefused, compress, decompress
 from .exceptions import (
     AmphoraError,
     HandlerTimeout,
@@ -34,13 +40,13 @@ from .link import Link, queue_exists, start_links
 from .outbox import Outbox
 from .pending import PendingCall
 from .protocol import (
+    HANDLER_TIMEOUT,
     HEADER_CAST,
     HEADER_CLIENT,
     HEADER_DEADLINE,
     HEADER_ERROR,
     HEADER_SERVER,
     HEADER_VERSION,
-    HANDLER_TIMEOUT,
     PROTOCOL_VERSION,
     WRONG_REQUEST,
     Serializer,
@@ -48,6 +54,7 @@ from .protocol import (
     encode_request,
     make_serializer,
 )
+from .pubsub import PubSub
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -100,7 +107,7 @@ class Caller:
         return Caller(self._invoke, self._allowed, name, {**self._options, **kwargs})
 
 
-class AmqpRpcClient:
+class AmqpRpcClient(PubSub):
     """Calls the functions of ``service_name``; see the API documentation for every option."""
 
     fanout = False

@@ -22,13 +22,20 @@ from gevent.event import Event
 
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
+from .compression import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_THRESHOLD,
+    BodyRefused,
+    compress,
+    decompress,
+)
 from .config import broker_parameters
-from .compression import DEFAULT_MAX_SIZE, DEFAULT_THRESHOLD, BodyRefused, compress, decompress
 from .exceptions import IgnoreRequest
 from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, invoke
 from .link import Link, settle_quietly, start_links
 from .outbox import Outbox
 from .protocol import (
+    HANDLER_TIMEOUT,
     HEADER_CAST,
     HEADER_CLIENT,
     HEADER_DEAD,
@@ -38,7 +45,6 @@ from .protocol import (
     HEADER_SERVER,
     HEADER_VERSION,
     PROTOCOL_VERSION,
-    HANDLER_TIMEOUT,
     REFUSED,
     WRONG_REQUEST,
     MalformedRequest,
@@ -49,6 +55,7 @@ from .protocol import (
     make_serializer,
     serializer_for,
 )
+from .pubsub import PubSub
 from .receiver import QueueReceiver
 from .topology import Declaration, ServiceTopology
 
@@ -70,7 +77,7 @@ class _Reply:
         self.properties = properties
 
 
-class AmqpRpcServer:
+class AmqpRpcServer(PubSub):
     """Serves the functions of ``service_name``; see the API documentation for every option."""
 
     def __init__(

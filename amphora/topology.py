@@ -3,6 +3,8 @@
 - ``rpc_{service}_request``: the request exchange (direct; fanout for a fanout service) and the default
   request queue, bound with the empty routing key.
 - ``rpc_{service}_fanout_{server}``: a fanout server's own request queue.
+- ``rpc_{service}_events``: the topic exchange of published events; ``rpc_{service}_events_{id}`` the queue
+  of one subscription.
 - ``rpc_{service}_queue_{label}``: per-key request queues, bound with routing key ``label`` unless given.
 - ``rpc_{service}_response``: the reply exchange (direct); a client's reply queue is
   ``rpc_{service}_{uuid}_response``, bound with routing key ``uuid``.
@@ -101,6 +103,13 @@ class ServiceTopology:
     def reply_queue(self, client_id: str) -> str:
         return f"rpc_{self.service}_{client_id}_response"
 
+    @property
+    def events_exchange(self) -> str:
+        return f"rpc_{self.service}_events"
+
+    def events_queue(self, subscriber: str) -> str:
+        return f"rpc_{self.service}_events_{subscriber}"
+
     def fanout_queue(self, server_name: str) -> str:
         return f"rpc_{self.service}_fanout_{server_name}"
 
@@ -113,6 +122,7 @@ class ServiceTopology:
             Exchange(self.request_exchange, "fanout" if self.fanout else "direct"),
             Exchange(self.response_exchange, "direct"),
             Exchange(self.dead_exchange, "headers"),
+            Exchange(self.events_exchange, "topic"),
             Queue(self.dead_queue),
             Binding(self.dead_queue, self.dead_exchange, arguments={"x-match": "all", HEADER_DEAD: REFUSED}),
         ]
@@ -140,6 +150,12 @@ class ServiceTopology:
         if expires_ms is not None:
             queue.arguments["x-expires"] = expires_ms
         return [queue, Binding(name, self.request_exchange)]
+
+    def subscription(self, queue: str, pattern: str, expires_ms: int | None) -> list[Declaration]:
+        """A subscriber's queue of events whose topic matches ``pattern``; with ``expires_ms`` it disappears
+        that long after its subscriber stopped consuming it."""
+        arguments = {} if expires_ms is None else {"x-expires": expires_ms}
+        return [Queue(queue, arguments=arguments), Binding(queue, self.events_exchange, pattern)]
 
     def client_reply_queue(self, client_id: str) -> list[Declaration]:
         """A client's durable reply queue, which expires when unused, and its two bindings."""
