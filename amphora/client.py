@@ -17,7 +17,7 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult, Event
 
-from .amqp import Channel, Connection, Message, Properties
+from .amqp import Connection, Message, Properties
 from .amqp.errors import AMQPError, MessageReturned
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -55,6 +55,7 @@ from .protocol import (
     make_serializer,
 )
 from .pubsub import PubSub
+from .request_queues import RequestQueues
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Caller:
         return Caller(self._invoke, self._allowed, name, {**self._options, **kwargs})
 
 
-class AmqpRpcClient(PubSub):
+class AmqpRpcClient(PubSub, RequestQueues):
     """Calls the functions of ``service_name``; see the API documentation for every option."""
 
     fanout = False
@@ -187,37 +188,6 @@ class AmqpRpcClient(PubSub):
     def stop_consumer(self) -> None:
         """Disconnect the consuming side; replies wait in the reply queue."""
         self._consumer.stop()
-
-    # --- per-key request queues ----------------------------------------------------------------
-
-    def create_new_request_queue(
-        self, queue: str, routing_key: str | None = None, nowait: bool = False
-    ) -> gevent.Greenlet | None:
-        """Create the request queue ``rpc_{service}_queue_{queue}``, bound to the request exchange with
-        ``routing_key`` (``queue`` itself by default), for servers' ``receive_from_queue(queue)``.
-
-        Waits until the broker created it (and a connection, if there is none yet), unless ``nowait``:
-        then it is done in a greenlet, which is returned. Creating an existing queue is harmless.
-        """
-        declarations = self.topology.keyed_request_queue(queue, routing_key)
-
-        def create(channel: Channel) -> None:
-            for declaration in declarations:
-                declaration.declare(channel)
-
-        return self._run_on_broker(create, nowait)
-
-    def remove_request_queue(self, queue: str, nowait: bool = False) -> gevent.Greenlet | None:
-        """Delete the request queue made by :meth:`create_new_request_queue`, with requests still in it
-        (those calls end with NoResult at their timeout). Removing a missing queue is harmless."""
-        name = self.topology.request_queue(queue)
-        return self._run_on_broker(lambda channel: channel.queue_delete(name), nowait)
-
-    def _run_on_broker(self, operation: Callable[[Channel], Any], nowait: bool) -> gevent.Greenlet | None:
-        if nowait:
-            return gevent.spawn(self._publisher.execute, operation)
-        self._publisher.execute(operation)
-        return None
 
     # --- calls ---------------------------------------------------------------------------------
 

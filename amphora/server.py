@@ -57,6 +57,7 @@ from .protocol import (
 )
 from .pubsub import PubSub
 from .receiver import QueueReceiver
+from .request_queues import RequestQueues
 from .topology import Declaration, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class _Reply:
         self.properties = properties
 
 
-class AmqpRpcServer(PubSub):
+class AmqpRpcServer(PubSub, RequestQueues):
     """Serves the functions of ``service_name``; see the API documentation for every option."""
 
     def __init__(
@@ -97,6 +98,7 @@ class AmqpRpcServer(PubSub):
         settings: Any = None,
         compress_threshold: int | None = DEFAULT_THRESHOLD,
         max_request_size: int = DEFAULT_MAX_SIZE,
+        consume_default_queue: bool = True,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -111,6 +113,7 @@ class AmqpRpcServer(PubSub):
         self.settings = {} if settings is None else settings
         self.compress_threshold = compress_threshold
         self.max_request_size = max_request_size
+        self.consume_default_queue = consume_default_queue
         self._functions = FunctionRegistry()
         self._running: dict[str, list[Message]] = {}
         self._answered: OrderedDict[str, _Reply | None] = OrderedDict()  # None: a cast, which has no reply
@@ -185,7 +188,7 @@ class AmqpRpcServer(PubSub):
         """
         self._accepting = True
         self._stopped.clear()
-        if not self._consumer_ids:  # first start, or again after stop()
+        if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
             self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._on_request)]
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:

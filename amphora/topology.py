@@ -134,13 +134,16 @@ class ServiceTopology:
             Binding(self.default_queue, self.request_exchange, DEFAULT_ROUTING_KEY),
         ]
 
-    def keyed_request_queue(self, label: str, routing_key: str | None = None) -> list[Declaration]:
-        """A per-key request queue ``rpc_{service}_queue_{label}``."""
+    def keyed_request_queue(
+        self, label: str, routing_key: str | None = None, expires_ms: int | None = None
+    ) -> list[Declaration]:
+        """A per-key request queue ``rpc_{service}_queue_{label}``; with ``expires_ms`` it disappears that
+        long after it was last consumed or declared."""
         name = self.request_queue(label)
-        return [
-            self._request_queue_declaration(name),
-            Binding(name, self.request_exchange, label if routing_key is None else routing_key),
-        ]
+        queue = self._request_queue_declaration(name)
+        if expires_ms is not None:
+            queue.arguments["x-expires"] = expires_ms
+        return [queue, Binding(name, self.request_exchange, label if routing_key is None else routing_key)]
 
     def fanout_server_queue(self, server_name: str, expires_ms: int | None) -> list[Declaration]:
         """A fanout server's own queue, which gets a copy of every request; with ``expires_ms`` it

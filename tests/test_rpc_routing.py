@@ -7,8 +7,9 @@ import time
 import gevent
 import pytest
 
-from amphora import AmqpRpcClient, AmqpRpcServer, IgnoreRequest, NoResult, Unroutable
+from amphora import AmqpRpcClient, AmqpRpcServer, IgnoreRequest, NoResult, RequestExpired, Unroutable
 from amphora.amqp import connect
+from amphora.amqp.errors import PreconditionFailed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,3 +164,30 @@ def test_request_only_an_ignoring_server_sees_is_redelivered_slowly(make_server,
         make_client().call(timeout=2.5).work()
     # one attempt per IGNORE_BACKOFF (1 s) at most, instead of a tight redelivery loop
     assert 1 <= len(attempts) <= 4
+
+
+def test_server_creates_expiring_queues_and_serves_only_them(make_server, make_client, amqp_url, service):
+    server = make_server(consume_default_queue=False)
+    server.add_function(lambda: "keyed", name="where")
+    server.serve()
+    server.create_new_request_queue("kate", expires=0.5)
+    client = make_client()
+    result = client.defer(routing_key="kate").where()
+    server.receive_from_queue("kate", max_calls=1, timeout=10)
+    assert result.get(timeout=5) == "keyed"
+    with pytest.raises(RequestExpired):
+        client.call(timeout=0.5).where()  # the default queue has no consumer on this server
+    # unused for longer than its expiry, the queue goes (asking sooner would count as a use)
+    gevent.sleep(1.0)
+    with pytest.raises(Unroutable):
+        client.call(routing_key="kate").where()
+
+
+def test_remove_if_unused_refuses_while_a_server_receives(show_server, make_client):
+    client = make_client()
+    client.create_new_request_queue("liam")
+    receiver = show_server.receive_from_queue("liam", block=False)
+    with pytest.raises(PreconditionFailed):
+        client.remove_request_queue("liam", if_unused=True)
+    receiver.stop()
+    assert receiver.wait(timeout=5)
