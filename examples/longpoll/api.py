@@ -28,7 +28,7 @@ import gevent
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
-from amphora import AmqpRpcClient, AmqpRpcServer
+from amphora import AmqpRpcServer
 
 DEFAULT_SERVICE = "messages"
 USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -94,10 +94,9 @@ class LongPollApi:
         self.name = name
         self.poll_timeout = poll_timeout
         self.mailboxes = Mailboxes()
-        self.server = AmqpRpcServer(service)
+        # It serves only the per-key queues of the users it polls for, never the service's default queue.
+        self.server = AmqpRpcServer(service, consume_default_queue=False)
         self.server.add_function(self.show_message, name="show_message")
-        # Only clients can create per-key request queues, so the API process keeps one for that.
-        self.queues = AmqpRpcClient(service)
         self.server.serve()
 
     def show_message(self, user: str, text: str) -> str:
@@ -110,7 +109,8 @@ class LongPollApi:
         waiting = self.mailboxes.take_all(user)  # taken earlier, e.g. for a poll whose browser went away
         if waiting:
             return waiting
-        self.queues.create_new_request_queue(user)  # harmless if it exists; keeps what waits in it
+        # harmless if it exists (it keeps what waits in it); gone once nobody polled for a while
+        self.server.create_new_request_queue(user, expires=max(60.0, 3 * self.poll_timeout))
         try:
             self.server.receive_from_queue(user, max_calls=1, timeout=self.poll_timeout)
         except gevent.Timeout:
@@ -122,7 +122,6 @@ class LongPollApi:
     def stop(self) -> None:
         """End the polls in progress (they answer empty) and disconnect from the broker."""
         self.server.stop()
-        self.queues.stop()
 
     # --- WSGI ----------------------------------------------------------------------------------
 
