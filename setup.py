@@ -23,7 +23,7 @@ setup(
     install_requires=["gevent>=23.9", "pamqp>=3.2,<5"],
     extras_require={
         "msgpack": ["msgpack>=1.0"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "msgpack>=1.0", "sphinx>=7", "furo>=2024.1.29"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "msgpack>=1.0", "sphinx>=7", "furo>=2024.1.29"],
         "bench": ["pika>=1.3"],
         "docs": ["sphinx>=7", "furo>=2024.1.29"],
     },

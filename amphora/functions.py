@@ -9,7 +9,6 @@ from typing import Any
 import gevent
 
 
-
 @dataclass
 class RequestContext:
     """The first argument of a handler registered with ``context=True``.
