@@ -21,6 +21,7 @@ setup(
     package_data={"amphora.amqp": ["API.md"]},
     python_requires=">=3.11",
     install_requires=["gevent>=23.9", "pamqp>=3.2,<5"],
+    entry_points={"console_scripts": ["amphora = amphora.cli:main"]},
     extras_require={
         "msgpack": ["msgpack>=1.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "msgpack>=1.0", "sphinx>=7", "furo>=2024.1.29"],

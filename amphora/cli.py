@@ -1,0 +1,477 @@
+"""The ``amphora`` command: serve a module's server, call a service, inspect its queues, run a private broker.
+
+Every subcommand finds the broker as the Python API does (:func:`amphora.config.broker_parameters`):
+``--url``, else ``$AMQP_URL``, else ``amqp://guest:guest@127.0.0.1:5672/``. Exit status: 0 on success,
+1 when the service answered with an error, 2 when there was no answer (or a usage or connection error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from inspect import signature
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from . import __version__
+from .amqp import Connection
+from .amqp.errors import AMQPError, NotFound
+from .client import AmqpRpcClient
+from .config import ENVIRONMENT_VARIABLE, broker_parameters
+from .exceptions import AmphoraError, HandlerTimeout, RemoteException, Unroutable, WrongRequest, WrongResult
+from .fanout import AmqpRpcFanoutClient
+from .server import AmqpRpcServer
+from .topology import ServiceTopology
+
+log = logging.getLogger("amphora.cli")
+
+EXIT_ERROR_REPLY = 1
+"""The service answered with an error (the function raised or ran past its time limit, or it was refused)."""
+EXIT_NO_ANSWER = 2
+"""No answer: expired, timed out, unroutable, broker unreachable, or a usage error."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C while calling or inspecting (serve and broker stop gracefully and exit 0)."""
+ERROR_REPLIES = (RemoteException, HandlerTimeout, WrongRequest, WrongResult)
+CALL_REPLY_QUEUE_EXPIRES = 30.0
+"""Seconds a one-shot call's reply queue outlives the command (the client's default is 10 minutes)."""
+BROKER_CHECK_INTERVAL = 1.0
+URL_HELP = f"broker URL (default: ${ENVIRONMENT_VARIABLE}, else amqp://guest:guest@127.0.0.1:5672/)"
+MANAGEMENT_NOTE = (
+    "note: AMQP 0-9-1 cannot list queues (that needs the management plugin): per-key request queues, fanout "
+    "server queues and client reply queues are shown only when named with --queue, --server or --client"
+)
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+
+def import_object(target: str) -> Any:
+    """The object named by ``MODULE:OBJECT`` (OBJECT may be dotted), with the current directory importable."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise CliError(f"expected MODULE:OBJECT (e.g. myservice:server), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name and not module_name.startswith(f"{exc.name}."):
+            raise  # the module exists but something it imports does not: show the traceback
+        raise CliError(f"no module named {module_name!r} (looked in the current directory and sys.path)") from None
+    for name in attribute.split("."):
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise CliError(f"{module_name} has no {attribute!r}") from None
+    return obj
+
+
+def load_server(target: str, options: dict[str, Any]) -> AmqpRpcServer:
+    """The server ``target`` names, or the one it returns when called with ``options`` as keywords.
+
+    The URL and the concurrency are fixed when a server is constructed, so ``options`` can only go to a
+    factory: for an already-built server they are an error.
+    """
+    obj = import_object(target)
+    if isinstance(obj, AmqpRpcServer):
+        if options:
+            given = ", ".join(f"--{name}" for name in options)
+            raise CliError(
+                f"{given} cannot apply to {target}: it is a server built already, and a server's URL and "
+                f"concurrency are fixed when it is built. Set ${ENVIRONMENT_VARIABLE} instead of --url, or name "
+                "a function that builds the server and takes url=/concurrency="
+            )
+        return obj
+    if not callable(obj):
+        raise CliError(f"{target} is a {type(obj).__name__}: expected an AmqpRpcServer or a function returning one")
+    try:
+        signature(obj).bind(**options)
+    except TypeError as exc:
+        raise CliError(f"cannot call {target} with {', '.join(options) or 'no arguments'}: {exc}") from None
+    server = obj(**options)
+    if not isinstance(server, AmqpRpcServer):
+        raise CliError(f"{target}() returned a {type(server).__name__}, not an AmqpRpcServer")
+    return server
+
+
+def on_stop_signals(handler: Callable[[], None]) -> None:
+    """Run ``handler`` (in a greenlet of its own) on SIGINT (Ctrl-C) and SIGTERM."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, handler)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM, then stop gracefully."""
+    options = {name: getattr(args, name) for name in ("url", "concurrency") if getattr(args, name) is not None}
+    server = load_server(args.target, options)
+
+    def stop() -> None:
+        log.info("stopping: finishing running requests and sending their replies")
+        server.stop()
+
+    on_stop_signals(stop)
+    server.serve()
+    log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
+    server.join()
+    log.info("stopped")
+    return 0
+
+
+# --- call ---------------------------------------------------------------------------------------
+
+
+def parse_argument(text: str) -> Any:
+    """A command-line argument as JSON, or as the plain string if it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_kwargs(text: str) -> dict[str, Any]:
+    """``--kwargs``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"name": "x"}\'')
+    return value
+
+
+def check_broker(url: str | None) -> None:
+    """Connect once, so that an unreachable broker or wrong credentials fail now, with their reason."""
+    open_connection(url).close()
+
+
+def open_connection(url: str | None) -> Connection:
+    """A connection to the broker chosen as :func:`~amphora.config.broker_parameters` chooses it."""
+    (parameters,) = broker_parameters(url)
+    return Connection(parameters).open()
+
+
+def gathered_json(replies: dict[str, Any]) -> dict[str, Any]:
+    """``{server: result}`` with each exception as ``{"error": "ErrorType: args"}``."""
+    return {server: {"error": describe(v)} if isinstance(v, BaseException) else v for server, v in replies.items()}
+
+
+def call_once(client: AmqpRpcClient, args: argparse.Namespace, arguments: list[Any]) -> int:
+    """Print the first reply (the only one, unless the service is a fanout service)."""
+    options = {"routing_key": args.routing_key} if args.routing_key is not None else {}
+    result = client.call(function_name=args.function, **options)(*arguments, **args.kwargs)
+    print(json.dumps(result))
+    return 0
+
+
+def gather(client: AmqpRpcFanoutClient, args: argparse.Namespace, arguments: list[Any]) -> int:
+    """Print every fanout server's reply as ``{server: result}``; exit status 1 if any of them failed."""
+    caller = client.gather(timeout=args.timeout, expect=args.expect)
+    replies = caller(function_name=args.function)(*arguments, **args.kwargs)
+    if not replies:
+        raise CliError(f"no fanout server of {args.service} replied within {args.timeout} s")
+    print(json.dumps(gathered_json(replies)))
+    return EXIT_ERROR_REPLY if any(isinstance(v, BaseException) for v in replies.values()) else 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Call one function and print its result as JSON."""
+    if args.expect is not None and not args.gather:
+        raise CliError("--expect goes with --gather")
+    check_broker(args.url)
+    options = {"timeout": args.timeout, "url": args.url, "reply_queue_expires": CALL_REPLY_QUEUE_EXPIRES}
+    arguments = [parse_argument(text) for text in args.args]
+    fanout = args.fanout or args.gather
+    client = (AmqpRpcFanoutClient if fanout else AmqpRpcClient)(args.service, **options)
+    try:
+        if args.gather and isinstance(client, AmqpRpcFanoutClient):
+            return gather(client, args, arguments)
+        return call_once(client, args, arguments)
+    except Unroutable:
+        if not fanout:
+            raise
+        raise Unroutable(f"no fanout server of {args.service} is running") from None
+    finally:
+        client.stop()
+
+
+# --- inspect ------------------------------------------------------------------------------------
+
+
+def service_entities(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """``(role, kind, name)`` of each exchange and queue of the service to look at."""
+    topology = ServiceTopology(args.service)
+    return [
+        ("request exchange", "exchange", topology.request_exchange),
+        ("reply exchange", "exchange", topology.response_exchange),
+        ("dead-letter exchange", "exchange", topology.dead_exchange),
+        ("events exchange", "exchange", topology.events_exchange),
+        ("default request queue", "queue", topology.default_queue),
+        ("refused requests", "queue", topology.dead_queue),
+        *((f"request queue {label!r}", "queue", topology.request_queue(label)) for label in args.queue),
+        *((f"fanout queue of {name!r}", "queue", topology.fanout_queue(name)) for name in args.server),
+        *((f"reply queue of {uuid}", "queue", topology.reply_queue(uuid)) for uuid in args.client),
+    ]
+
+
+def probe(connection: Connection, kind: str, name: str) -> tuple[str, str, str]:
+    """``(status, messages, consumers)`` of an exchange or queue, by a passive declare on a channel of its own."""
+    channel = connection.channel()
+    try:
+        if kind == "exchange":
+            channel.exchange_declare(name, passive=True)
+            return "exists", "-", "-"
+        declared = channel.queue_declare(name, passive=True)
+        return "exists", str(declared.message_count), str(declared.consumer_count)
+    except NotFound:
+        return "missing", "-", "-"
+    finally:
+        channel.close()
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print what exists of the service on the broker, with message and consumer counts."""
+    connection = open_connection(args.url)
+    try:
+        rows = [("ROLE", "KIND", "NAME", "STATUS", "MESSAGES", "CONSUMERS")]
+        rows += [(role, kind, name, *probe(connection, kind, name)) for role, kind, name in service_entities(args)]
+    finally:
+        connection.close()
+    print(format_table(rows))
+    print(MANAGEMENT_NOTE, file=sys.stderr)
+    return 0
+
+
+# --- broker -------------------------------------------------------------------------------------
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run a private RabbitMQ node until SIGINT/SIGTERM, then stop it and delete its data."""
+    # imported here, not at the top: amphora.testing imports pytest when it is installed
+    from .testing import RabbitNode, RabbitNodeError
+
+    stopping = Event()
+    on_stop_signals(stopping.set)
+    node = RabbitNode()
+    try:
+        log.info("starting RabbitMQ (data in %s)", node.directory)
+        try:
+            node.start()
+        except RabbitNodeError as exc:
+            raise CliError(str(exc)) from None
+        print(node.url)
+        print(f"export {ENVIRONMENT_VARIABLE}={node.url}", flush=True)
+        log.info("RabbitMQ node %s is running; Ctrl-C or SIGTERM stops it", node.nodename)
+        while not stopping.wait(BROKER_CHECK_INTERVAL):
+            if not node.running:
+                raise CliError(f"the RabbitMQ node exited; see {node.directory}/output.log")
+        log.info("stopping RabbitMQ")
+    finally:
+        node.close()
+    return 0
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        default=default,
+        metavar="LEVEL",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help=f"what to log on stderr: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: {default})",
+    )
+
+
+def add_subcommand(
+    subparsers: Any, name: str, summary: str, epilog: str, run: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+SERVE_EPILOG = f"""\
+MODULE:OBJECT names either
+  - an AmqpRpcServer (or AmqpRpcFanoutServer) built by the module: its URL and concurrency were fixed
+    when it was built, so --url and --concurrency are refused (set ${ENVIRONMENT_VARIABLE} instead of --url);
+  - or a function returning one: it is called with url=... and concurrency=... for the options given
+    (and without them when they are not given), so it must accept those keywords.
+The current directory is importable. On Ctrl-C or SIGTERM the server stops taking requests, finishes the
+running ones and sends their replies (for at most the server's stop_timeout, 30 s by default), and the
+command exits with status 0.
+
+examples:
+  amphora serve examples.math_server:server
+  {ENVIRONMENT_VARIABLE}=amqp://guest:guest@rabbit:5672/ amphora serve myservice:server
+  amphora serve myservice:make_server --url amqp://guest:guest@rabbit:5672/ --concurrency 10
+
+  where myservice.py has:
+    def make_server(url=None, concurrency=100):
+        server = AmqpRpcServer("math", url=url, concurrency=concurrency)
+        server.add_function(add)
+        return server
+"""
+
+CALL_EPILOG = """\
+Each ARG is parsed as JSON (42, 1.5, true, null, "[1, 2]", '{"a": 1}'); anything that is not JSON is
+passed as a string (hello). Quote a string that looks like JSON: '"42"'. The result is printed as JSON.
+
+exit status: 0 with the result on stdout; 1 when the function raised ("ErrorType: args" on stderr), ran
+past its time limit, or the service refused the request (e.g. unknown function); 2 when no answer came (no
+server took the call before --timeout, no queue for it, the broker is unreachable).
+
+examples:
+  amphora call math add 2 3                        # prints 5
+  amphora call math greet Ada --kwargs '{"polite": true}'
+  amphora call math slow_sum 1 2 --timeout 120
+  amphora call jobs run 7 --routing-key gpu        # to the per-key queue bound with "gpu"
+  amphora call workers status --fanout             # broadcast; the first reply
+  amphora call workers status --gather --expect 3  # {"server name": result, ...}
+"""
+
+INSPECT_EPILOG = """\
+Shows which of the service's exchanges and queues exist, and for queues how many messages wait (ready, not
+yet taken) and how many consumers (servers or clients) read them. AMQP 0-9-1 cannot list queues without
+the management plugin, so per-key request queues, fanout server queues and client reply queues are shown
+only when you name them.
+
+examples:
+  amphora inspect math
+  amphora inspect jobs --queue gpu --queue cpu
+  amphora inspect workers --server host1.4242.ab12cd
+  amphora inspect math --client 0f3c9a...   # a client's reply queue, by the client's uuid
+"""
+
+BROKER_EPILOG = f"""\
+Starts RabbitMQ (rabbitmq-server must be installed) on a free port with its data in a temporary
+directory, prints the node's URL and an export line for your shell, and runs until Ctrl-C or SIGTERM,
+then stops the node and deletes its data. Nothing is shared with a RabbitMQ the machine already runs.
+
+examples:
+  amphora broker        # then paste its "export {ENVIRONMENT_VARIABLE}=..." line into other shells
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amphora",
+        description="Reliable RPC over AMQP (RabbitMQ): serve, call and inspect amphora services.",
+        epilog="Run 'amphora COMMAND --help' for the options and examples of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"amphora {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    serve = add_subcommand(
+        subparsers, "serve", "Run an amphora server defined in a Python module.", SERVE_EPILOG, cmd_serve
+    )
+    serve.add_argument("target", metavar="MODULE:OBJECT", help="the server, or a function returning it")
+    serve.add_argument("--url", help=f"{URL_HELP}; only for a function (see below)")
+    serve.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="requests handled at once (default: the server's); only for a function",
+    )
+    add_log_level(serve, "INFO")
+
+    call = add_subcommand(
+        subparsers, "call", "Call a function of a service and print its result as JSON.", CALL_EPILOG, cmd_call
+    )
+    call.add_argument("service", help="the service name, as given to AmqpRpcServer")
+    call.add_argument("function", help="the function name")
+    call.add_argument("args", nargs="*", metavar="ARG", help="positional arguments, each JSON or a plain string")
+    call.add_argument(
+        "--kwargs", type=parse_kwargs, default={}, metavar="JSON", help="keyword arguments, a JSON object"
+    )
+    call.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the reply (default: 30); a request no server took by then expires unexecuted",
+    )
+    call.add_argument("--routing-key", metavar="KEY", help="send to the per-key request queue bound with KEY")
+    call.add_argument("--fanout", action="store_true", help="broadcast to every server of a fanout service")
+    call.add_argument(
+        "--gather",
+        action="store_true",
+        help="broadcast, wait for every server's reply until --timeout, print {server: result}",
+    )
+    call.add_argument("--expect", type=int, metavar="N", help="with --gather: stop waiting once N servers replied")
+    call.add_argument("--url", help=URL_HELP)
+    add_log_level(call, "CRITICAL")
+
+    inspect = add_subcommand(
+        subparsers, "inspect", "Show a service's exchanges and queues on the broker.", INSPECT_EPILOG, cmd_inspect
+    )
+    inspect.add_argument("service", help="the service name")
+    inspect.add_argument("--queue", action="append", default=[], metavar="LABEL", help="a per-key request queue")
+    inspect.add_argument("--server", action="append", default=[], metavar="NAME", help="a fanout server's queue")
+    inspect.add_argument("--client", action="append", default=[], metavar="UUID", help="a client's reply queue")
+    inspect.add_argument("--url", help=URL_HELP)
+    add_log_level(inspect, "CRITICAL")
+
+    broker = add_subcommand(
+        subparsers, "broker", "Run a private RabbitMQ node in the foreground.", BROKER_EPILOG, cmd_broker
+    )
+    add_log_level(broker, "INFO")
+    return parser
+
+
+def describe(error: BaseException) -> str:
+    """An error as one line: ``ErrorType: message`` (a remote error by its remote type)."""
+    if isinstance(error, RemoteException):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``amphora`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except ERROR_REPLIES as exc:
+        print(describe(exc), file=sys.stderr)
+        return EXIT_ERROR_REPLY
+    except CliError as exc:
+        print(f"amphora: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except (AmphoraError, AMQPError, TimeoutError) as exc:
+        print(describe(exc), file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
