@@ -15,30 +15,14 @@ import dataclasses
 import gc
 import json
 import os
-import platform
-import statistics
 import sys
 from collections.abc import Iterator
-from importlib import metadata
 from typing import Any
 
-from gevent import subprocess
-
-from amphora.testing import RabbitNode
 from bench import clients, driver
+from bench.common import broker, environment, medians, number, render
 
 OURS = "amphora"
-
-
-@contextlib.contextmanager
-def broker(url: str | None) -> Iterator[str]:
-    """The given broker URL, or that of a private node started for this run."""
-    if url:
-        yield url
-        return
-    print("starting a private RabbitMQ node...", file=sys.stderr, flush=True)
-    with RabbitNode() as node:
-        yield node.url
 
 
 @contextlib.contextmanager
@@ -56,11 +40,7 @@ def prepared(name: str, url: str) -> Iterator[Any]:
         client.delete_queue(request_queue)
         client.close()
     finally:
-        echo.stdin.close()  # the echo process exits on EOF
-        try:
-            echo.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            echo.kill()
+        driver.stop_process(echo)
 
 
 def run(url: str, names: list[str], workloads: list[str], runs: int, sizes: driver.Sizes) -> dict:
@@ -71,37 +51,32 @@ def run(url: str, names: list[str], workloads: list[str], runs: int, sizes: driv
         for client in ready.values():  # an untimed warm-up pass: broker queues, caches, allocators
             for workload in workloads:
                 driver.WORKLOADS[workload](client, driver.QUICK)
-        for number in range(1, runs + 1):
-            order = names[number % len(names) :] + names[: number % len(names)]  # no client always first
+        for run_number in range(1, runs + 1):
+            rotation = run_number % len(names)
+            order = names[rotation:] + names[:rotation]  # no client always first
             for name in order:
                 client = ready[name]
                 for workload in workloads:
                     gc.collect()
                     metrics = driver.WORKLOADS[workload](client, sizes)
                     results[name][workload].append(metrics)
-                    shown = "  ".join(f"{k} {_number(v)}" for k, v in metrics.items())
-                    print(f"run {number}/{runs}  {name:8} {workload:10} {shown}", file=sys.stderr, flush=True)
+                    shown = "  ".join(f"{k} {number(v)}" for k, v in metrics.items())
+                    print(f"run {run_number}/{runs}  {name:8} {workload:10} {shown}", file=sys.stderr, flush=True)
     return results
 
 
 def summarize(results: dict) -> tuple[dict, dict]:
     """Medians per client/workload/metric, and the ratio ours/other of every median."""
-    medians = {
-        name: {
-            workload: {metric: statistics.median(r[metric] for r in runs) for metric in runs[0]}
-            for workload, runs in per_workload.items()
-        }
-        for name, per_workload in results.items()
-    }
+    per_client = medians(results)
     ratios: dict[str, dict] = {}
-    if OURS in medians:
-        for other in medians:
+    if OURS in per_client:
+        for other in per_client:
             if other != OURS:
                 ratios[f"{OURS}/{other}"] = {
-                    workload: {metric: value / medians[other][workload][metric] for metric, value in metrics.items()}
-                    for workload, metrics in medians[OURS].items()
+                    workload: {metric: value / per_client[other][workload][metric] for metric, value in metrics.items()}
+                    for workload, metrics in per_client[OURS].items()
                 }
-    return medians, ratios
+    return per_client, ratios
 
 
 def table(medians: dict, ratios: dict) -> str:
@@ -112,25 +87,10 @@ def table(medians: dict, ratios: dict) -> str:
         for metric in metrics:
             rows.append(
                 [workload, metric]
-                + [_number(medians[n][workload][metric]) for n in names]
+                + [number(medians[n][workload][metric]) for n in names]
                 + [f"{ratio[workload][metric]:.2f}" for ratio in ratios.values()]
             )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _number(value: float) -> str:
-    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
-
-
-def environment() -> dict[str, str]:
-    versions = {lib: metadata.version(lib) for lib in ("gevent", "pamqp", "pika")}
-    return {"python": platform.python_version(), "cpus": str(os.cpu_count()), **versions}
+    return render(header, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     with broker(args.url) as url:
         results = run(url, names, workloads, runs, sizes)
     medians, ratios = summarize(results)
-    env = environment()
+    env = environment(("gevent", "pamqp", "pika"))
     print(f"\nmedians of {runs} run(s); " + ", ".join(f"{k} {v}" for k, v in env.items()))
     print(table(medians, ratios))
     if ratios:

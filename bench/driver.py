@@ -77,8 +77,8 @@ def confirm(client: Any, sizes: Sizes) -> dict[str, float]:
     return {"msgs/s": total / elapsed, "cpu us/msg": cpu / total * 1e6}
 
 
-def ping_pong(client: Any, rounds: int, warmup: int, in_flight: int) -> dict[str, float]:
-    """Request/reply through the echo process with ``in_flight`` outstanding requests.
+def ping_pong(client: Any, rounds: int, warmup: int, in_flight: int, body: bytes = BODY) -> dict[str, float]:
+    """Request/reply through the echo process with ``in_flight`` outstanding requests of ``body``.
 
     Returns rounds/s over the ``rounds`` replies after the first ``warmup`` and the client process's
     CPU time per round; with one in flight, also the p50 and p99 round trip in microseconds.
@@ -96,14 +96,14 @@ def ping_pong(client: Any, rounds: int, warmup: int, in_flight: int) -> dict[str
         correlation_id = str(sent)
         sent += 1
         started_at[correlation_id] = perf_counter()
-        request(correlation_id, BODY)
+        request(correlation_id, body)
 
-    def on_reply(correlation_id: str, body: bytes) -> None:
+    def on_reply(correlation_id: str, reply: bytes) -> None:
         nonlocal received, measuring_since, cpu_since
         now = perf_counter()
         started = started_at.pop(correlation_id, None)
-        if started is None or body != BODY:
-            errors.append(f"unexpected reply {correlation_id!r} ({len(body)} bytes)")
+        if started is None or reply != body:
+            errors.append(f"unexpected reply {correlation_id!r} ({len(reply)} bytes)")
             done.set()
             return
         received += 1
@@ -140,8 +140,13 @@ WORKLOADS = {
 
 def start_echo(client_name: str, url: str, queue: str) -> subprocess.Popen:
     """Start the responder process for ``client_name`` and wait until it consumes ``queue``."""
+    return start_process("bench.echo", client_name, url, queue, what=f"the {client_name} echo process")
+
+
+def start_process(module: str, *args: str, what: str) -> subprocess.Popen:
+    """Run ``python -m module args...`` and wait until it prints ``ready`` (it exits when its stdin closes)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.echo", client_name, url, queue],
+        [sys.executable, "-m", module, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -149,5 +154,16 @@ def start_echo(client_name: str, url: str, queue: str) -> subprocess.Popen:
     line = process.stdout.readline()  # type: ignore[union-attr]
     if line.strip() != "ready":
         process.kill()
-        raise RuntimeError(f"the {client_name} echo process did not start (exit code {process.wait()})")
+        raise RuntimeError(f"{what} did not start (exit code {process.wait()})")
     return process
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Close the stdin of a responder process (``bench.echo``, ``bench.rpc_server``): it exits on EOF."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
