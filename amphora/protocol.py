@@ -14,8 +14,9 @@ from .exceptions import RemoteException, WrongResult
 
 PROTOCOL_VERSION = 1
 HEADER_VERSION = "x-amphora-version"
-HEADER_CLIENT = "x-amphora-client"
-"""The calling client's id on every request: routes an expired request back to its caller."""
+HEADER_CLIENT = "amphora-client"
+"""The calling client's id on every request: routes an expired request back to its caller. No ``x-`` prefix:
+RabbitMQ's headers exchanges ignore ``x-`` headers when matching."""
 HEADER_DEADLINE = "x-amphora-deadline"
 """Unix time in milliseconds after which a server must not start the request."""
 HEADER_SERVER = "x-amphora-server"
@@ -25,8 +26,9 @@ HEADER_CAST = "x-amphora-cast"
 HEADER_ERROR = "x-amphora-error"
 """On a reply that reports a failure of amphora's rather than of the function: ``wrong-request`` (the
 server could not take the request) or ``handler-timeout`` (the function ran past its time limit)."""
-HEADER_DEAD = "x-amphora-dead"
-"""Set to ``refused`` on a request a server dead-lettered; ``x-amphora-reason`` says why."""
+HEADER_DEAD = "amphora-dead"
+"""Set to ``refused`` on a request a server dead-lettered (``x-amphora-reason`` says why); no ``x-`` prefix
+either, as it is matched by a headers exchange."""
 HEADER_REASON = "x-amphora-reason"
 REFUSED = "refused"
 WRONG_REQUEST = "wrong-request"

@@ -10,7 +10,7 @@
   ``rpc_{service}_{uuid}_response``, bound with routing key ``uuid``.
 - ``rpc_{service}_dead``: the dead-letter exchange (headers). Requests that expire in a queue are
   dead-lettered there by the broker and reach their caller's reply queue through a binding on the
-  ``x-amphora-client`` header; requests a server refuses go to the queue of the same name.
+  ``amphora-client`` header; requests a server refuses go to the queue of the same name.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from amphora import (
 )
 from amphora.amqp import Properties, connect
 from amphora.amqp.errors import AuthenticationError, VhostNotAllowed
+from amphora.protocol import HEADER_CLIENT
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -311,9 +312,19 @@ def test_server_never_starts_a_request_past_its_deadline(make_server, make_clien
         message_id=uuid.uuid4().hex,
         reply_to=client.uuid,
         content_type="application/json",
-        headers={"x-amphora-deadline": int(time.time() * 1000) - 1000, "x-amphora-client": client.uuid},
+        headers={"x-amphora-deadline": int(time.time() * 1000) - 1000, HEADER_CLIENT: client.uuid},
     )
     body = client.serializer.dumps({"func": "record", "args": ["late"], "kwargs": {}})
     channel.basic_publish(body, f"rpc_{service}_request", "", late).wait()
     client.call.record("on time")  # served after the late one (one at a time, in order)
     assert runs == ["on time"]
+
+
+def test_expired_request_goes_back_to_its_caller_only(make_client, amqp_url, service):
+    caller, bystander = make_client(), make_client()
+    bystander.stop_consumer()  # its reply queue now keeps whatever reaches it
+    with pytest.raises(RequestExpired):
+        caller.call(timeout=0.3).add(1, 2)  # no server: the request expires and is dead-lettered
+    channel = connect(amqp_url).channel()
+    assert channel.queue_declare(bystander.reply_queue, passive=True).message_count == 0
+    assert channel.queue_declare(f"rpc_{service}_dead", passive=True).message_count == 0  # refusals only
