@@ -26,7 +26,14 @@ from .amqp import Connection
 from .amqp.errors import AMQPError, NotFound
 from .client import AmqpRpcClient
 from .config import ENVIRONMENT_VARIABLE, broker_parameters
-from .exceptions import AmphoraError, HandlerTimeout, RemoteException, Unroutable, WrongRequest, WrongResult
+from .exceptions import (
+    AmphoraError,
+    HandlerTimeout,
+    RemoteException,
+    Unroutable,
+    WrongRequest,
+    WrongResult,
+)
 from .fanout import AmqpRpcFanoutClient
 from .server import AmqpRpcServer
 from .topology import ServiceTopology

@@ -7,7 +7,7 @@ durable reply queue, which outlives a lost connection; replies nobody waits for 
 
 from __future__ import annotations
 
-import datetime
+import itertools
 import logging
 import time
 import uuid as uuid_module
@@ -66,6 +66,23 @@ _AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, H
 """The exception for each ``x-amphora-error`` header value of a reply."""
 CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
+
+
+class RequestIds:
+    """Unique request ids, cheaply: a random prefix per client instance and a counter.
+
+    The prefix is new for every instance (even with a fixed client ``uuid``), so a restarted client never
+    reuses an id that a server still remembers as answered.
+    """
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = uuid_module.uuid4().hex[:20]
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
 
 
 class Caller:
@@ -133,6 +150,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
     ) -> None:
         self.service_name = service_name
         self.uuid = uuid or uuid_module.uuid4().hex
+        self._request_ids = RequestIds()
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent
@@ -230,18 +248,19 @@ class AmqpRpcClient(PubSub, RequestQueues):
     ) -> AsyncResult:
         """Publish a request and return the AsyncResult of its reply."""
         timeout = self.timeout if timeout is None else timeout
-        request_id = uuid_module.uuid4().hex
+        request_id = self._request_ids.next()
         pending = self._pending[request_id] = make_pending(func_name, timeout)
         pending.start_timer(self._time_out, request_id)
-        published = Event()
+        published = Event() if wait_publish else None
 
         def on_published(error: Unroutable | None) -> None:
             if error is not None:
                 self._settle(request_id, error=error)
-            published.set()
+            if published is not None:
+                published.set()
 
         self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
-        if wait_publish:
+        if published is not None:
             published.wait()
         return pending.result
 
@@ -263,7 +282,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
                 confirmed.set_exception(error)
 
         self._publish_request(
-            uuid_module.uuid4().hex, func_name, args, kwargs, timeout, on_published, cast=True, **options
+            self._request_ids.next(), func_name, args, kwargs, timeout, on_published, cast=True, **options
         )
         return confirmed
 
@@ -286,8 +305,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
         all_headers: dict[str, Any] = {**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
         expiration = None
+        now = time.time()
         if timeout:
-            all_headers[HEADER_DEADLINE] = int((time.time() + timeout) * 1000)
+            all_headers[HEADER_DEADLINE] = int((now + timeout) * 1000)
             expiration = str(max(1, int(timeout * 1000)))
         if cast:
             all_headers[HEADER_CAST] = True
@@ -299,7 +319,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             message_id=request_id,
             reply_to=None if cast else self.uuid,
             expiration=expiration,
-            timestamp=datetime.datetime.now(datetime.UTC),
+            timestamp=int(now),  # whole seconds: what AMQP carries
             headers=all_headers,
         )
 

@@ -1,13 +1,16 @@
 """Outbox: every outgoing message waits here until the broker confirms it.
 
-A message is published at once when its link is up. If the connection is lost before the confirm, the
-message stays, and the link publishes every unconfirmed message again, in order, as soon as it is back
-(before any new message). A nacked message is published again; a returned (unroutable) one leaves with
-that error. A full outbox makes ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
+A message is published at once when its link is up and fewer than ``window`` messages await their confirm;
+otherwise it queues, and a pump greenlet publishes it when the link is up and the window has room. If the
+connection is lost before the confirm, the message stays: after the reconnect every message not published
+on the new connection is published again, in order, before any new one. A nacked message is published
+again; a returned (unroutable) one leaves with that error. A full outbox (``limit`` messages) makes
+``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable
@@ -53,11 +56,16 @@ class Envelope:
 class Outbox:
     """Holds messages until confirmed and publishes them through a :class:`Link` with confirms on."""
 
-    def __init__(self, link: Link, limit: int = 100_000, block: bool = True) -> None:
+    def __init__(self, link: Link, limit: int = 100_000, block: bool = True, window: int = 1000) -> None:
         self._link = link
         self.limit = limit
         self.block = block
+        self.window = window
         self._entries: dict[int, Envelope] = {}
+        self._unsent: collections.deque[Envelope] = collections.deque()
+        self._in_flight = 0  # published on the current connection, awaiting their confirms
+        self._pump_wakeup = Event()
+        self._pump: gevent.Greenlet | None = None
         self._keys = itertools.count()
         self._has_space = Event()
         self._has_space.set()
@@ -86,17 +94,37 @@ class Outbox:
         envelope = Envelope(next(self._keys), exchange, routing_key, body, properties, mandatory, on_done)
         self._entries[envelope.key] = envelope
         self._empty.clear()
-        if self._link.ready.is_set():
+        if not self._unsent and self._in_flight < self.window and self._link.ready.is_set():
             self._send(envelope)
+        else:
+            self._unsent.append(envelope)
+            self._wake_pump()
         return envelope
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message is confirmed; False if ``timeout`` passed first."""
         return self._empty.wait(timeout)
 
+    def _wake_pump(self) -> None:
+        self._pump_wakeup.set()
+        if self._pump is None or self._pump.dead:
+            self._pump = gevent.spawn(self._run_pump)
+
+    def _run_pump(self) -> None:
+        """Publish queued messages whenever the link is up and the window has room."""
+        while True:
+            self._pump_wakeup.wait()
+            self._pump_wakeup.clear()
+            while self._unsent and self._in_flight < self.window:
+                self._link.ready.wait()
+                envelope = self._unsent.popleft()
+                if envelope.key in self._entries and envelope.generation != self._link.generation:
+                    self._send(envelope)
+
     def _send(self, envelope: Envelope) -> None:
         channel = self._link.channel
         generation = envelope.generation = self._link.generation
+        self._in_flight += 1
         try:
             assert channel is not None
             confirmation = channel.basic_publish(
@@ -109,13 +137,19 @@ class Outbox:
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
 
     def _on_confirmation(self, envelope: Envelope, generation: int, confirmation: Confirmation) -> None:
+        if generation != self._link.generation:
+            return  # a confirmation of the lost connection: the replay published the message again
+        self._in_flight -= 1
         error = confirmation.exception
         if error is None or isinstance(error, MessageReturned):
             self._finish(envelope, error)
-        elif isinstance(error, MessageNacked) and generation == self._link.generation and self._link.ready.is_set():
+        elif isinstance(error, MessageNacked):
             log.warning("broker nacked a message to %r; publishing it again", envelope.exchange)
-            gevent.spawn(self._send, envelope)  # publishing may wait: not in the reader greenlet
+            envelope.generation = -1
+            self._unsent.appendleft(envelope)
         # on a lost connection the envelope stays; the replay after reconnecting sends it
+        if self._unsent:
+            self._wake_pump()
 
     def _finish(self, envelope: Envelope, error: BaseException | None) -> None:
         if self._entries.pop(envelope.key, None) is None:
@@ -131,10 +165,9 @@ class Outbox:
                 log.exception("outbox callback %r failed", envelope.on_done)
 
     def _replay(self, channel: Channel) -> None:
-        """Publish, in order, every message not yet published on the new connection."""
-        generation = self._link.generation
-        while stale := [e for e in self._entries.values() if e.generation != generation]:
-            log.info("republishing %d unconfirmed messages", len(stale))
-            for envelope in stale:
-                if envelope.key in self._entries:
-                    self._send(envelope)
+        """On a new connection: queue, in order, every message not yet published on it."""
+        self._in_flight = 0
+        self._unsent = collections.deque(self._entries.values())
+        if self._unsent:
+            log.info("publishing %d unconfirmed messages again", len(self._unsent))
+            self._wake_pump()

@@ -13,7 +13,6 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
@@ -21,6 +20,7 @@ import gevent
 from gevent.event import Event
 
 from .amqp import Message, Properties
+from .answered import AnsweredRequests, Reply
 from .amqp.errors import NotFound
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -67,17 +67,6 @@ IGNORE_BACKOFF = 1.0
 """Seconds a server waits before handing back a request it ignored (so no redelivery storm)."""
 
 
-class _Reply:
-    """A reply as published: kept in the answered-requests memory to answer a redelivery again."""
-
-    __slots__ = ("body", "properties", "routing_key")
-
-    def __init__(self, routing_key: str, body: bytes, properties: Properties) -> None:
-        self.routing_key = routing_key
-        self.body = body
-        self.properties = properties
-
-
 class AmqpRpcServer(PubSub, RequestQueues):
     """Serves the functions of ``service_name``; see the API documentation for every option."""
 
@@ -92,6 +81,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         threads: bool = False,
         persistent: bool = True,
         answered_memory: int = 10_000,
+        answered_memory_bytes: int = 64 * 1024 * 1024,
         stop_timeout: float = 30.0,
         name: str | None = None,
         time_limit: float | None = None,
@@ -116,8 +106,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.consume_default_queue = consume_default_queue
         self._functions = FunctionRegistry()
         self._running: dict[str, list[Message]] = {}
-        self._answered: OrderedDict[str, _Reply | None] = OrderedDict()  # None: a cast, which has no reply
-        self._answered_memory = answered_memory
+        self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._handlers: set[gevent.Greenlet] = set()
         self._receivers: list[QueueReceiver] = []
         self._accepting = True
@@ -266,7 +255,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 running.append(message)
                 return None
             if request_id in self._answered:
-                reply = self._answered[request_id]
+                reply = self._answered.get(request_id)
                 if reply is None:  # a cast that already ran
                     settle_quietly(message.ack)
                 else:
@@ -323,7 +312,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     def _finish_cast(self, message: Message, request_id: str) -> None:
         """A cast wants no reply: remember it ran, and acknowledge it."""
-        self._remember(request_id, None)
+        self._answered.remember(request_id, None)
         for delivery in self._running.pop(request_id, [message]):
             settle_quietly(delivery.ack)
 
@@ -339,14 +328,14 @@ class AmqpRpcServer(PubSub, RequestQueues):
             correlation_id=request_id,
             headers={HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name, **(headers or {})},
         )
-        reply = _Reply(str(message.properties.reply_to), body, properties)
+        reply = Reply(str(message.properties.reply_to), body, properties)
         self._publish_reply(reply, request_id, self._running.get(request_id) or [message])
 
-    def _publish_reply(self, reply: _Reply, request_id: str, deliveries: list[Message]) -> None:
+    def _publish_reply(self, reply: Reply, request_id: str, deliveries: list[Message]) -> None:
         def on_confirmed(error: BaseException | None) -> None:
             if error is not None:
                 log.warning("reply to %s could not be delivered (%s): its caller is gone", request_id, error)
-            self._remember(request_id, reply)
+            self._answered.remember(request_id, reply)
             for delivery in self._running.pop(request_id, deliveries):
                 settle_quietly(delivery.ack)
 
@@ -358,12 +347,6 @@ class AmqpRpcServer(PubSub, RequestQueues):
             mandatory=True,
             on_done=on_confirmed,
         )
-
-    def _remember(self, request_id: str, reply: _Reply | None) -> None:
-        self._answered[request_id] = reply
-        self._answered.move_to_end(request_id)
-        while len(self._answered) > self._answered_memory:
-            self._answered.popitem(last=False)
 
     def _refuse(self, message: Message, reason: str) -> None:
         """Dead-letter a request the server cannot take, with the reason; tell its caller if possible."""

@@ -204,6 +204,30 @@ def test_manual_ack_nack_reject_and_multiple(connection, queue):
     assert checker.queue_declare(queue, passive=True).message_count == 0
 
 
+def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue):
+    publisher = connection.channel()
+    publisher.confirm_select()
+    consumer = connection.channel()
+    received = consume_into(consumer, queue, no_ack=False)
+    for i in range(60):
+        publisher.basic_publish(b"%d" % i, "", queue)
+    publisher.basic_publish(b"last", "", queue).wait()
+    messages = [received.get(timeout=5) for _ in range(61)]
+    sent_frames = []
+    real_send = consumer._send
+    consumer._send = lambda data: sent_frames.append(data) or real_send(data)
+    for batch in (messages[10:20], messages[:10], messages[40:0:-3], messages):  # gaps, runs, repeats
+        for message in batch:
+            if message.delivery_tag not in consumer._unacked:
+                continue  # already acknowledged
+            message.ack()
+        gevent.sleep(0)  # one loop iteration: the gathered acks go out together
+    assert len(sent_frames) <= 6  # a handful of frames for 61 acks
+    consumer.close()  # unacknowledged deliveries would go back to the queue now
+    checker = connection.channel()
+    assert checker.queue_declare(queue, passive=True).message_count == 0
+
+
 def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue):
     publisher = connection.channel()
     publisher.confirm_select()

@@ -6,11 +6,16 @@ import collections
 import time
 
 import pytest
+from helpers import executions, wait_until
 
-from amphora import AmqpRpcFanoutClient, AmqpRpcFanoutServer, RemoteException, Unroutable
+from amphora import (
+    AmqpRpcFanoutClient,
+    AmqpRpcFanoutServer,
+    RemoteException,
+    Unroutable,
+)
 from amphora.amqp import connect
 from amphora.amqp.errors import NotFound
-from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -7,7 +7,14 @@ import time
 import gevent
 import pytest
 
-from amphora import AmqpRpcClient, AmqpRpcServer, IgnoreRequest, NoResult, RequestExpired, Unroutable
+from amphora import (
+    AmqpRpcClient,
+    AmqpRpcServer,
+    IgnoreRequest,
+    NoResult,
+    RequestExpired,
+    Unroutable,
+)
 from amphora.amqp import connect
 from amphora.amqp.errors import PreconditionFailed
 

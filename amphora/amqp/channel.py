@@ -6,10 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from pamqp import commands
-from pamqp.header import ContentHeader
 
 from . import frames
 from .errors import (
@@ -19,6 +19,7 @@ from .errors import (
     ProtocolError,
     channel_error,
 )
+from .frames import ContentHeader
 from .message import Confirmation, Message, Properties
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class DeclareOk(NamedTuple):
 class _Consumer(NamedTuple):
     on_message: OnMessage
     on_cancel: OnCancel | None
+    no_ack: bool
 
 
 class Channel:
@@ -59,6 +61,9 @@ class Channel:
         self._rpc_waiter: AsyncResult | None = None
         self._rpc_expect: tuple[type, ...] = ()
         self._consumers: dict[str, _Consumer] = {}
+        self._unacked: dict[int, None] = {}  # delivery tags awaiting our ack, in delivery order
+        self._acks: set[int] = set()  # acks not sent yet: sent together at the end of this loop iteration
+        self._ack_flush = None
         self._confirming = False
         self._publish_seq = 0
         self._lowest_unconfirmed = 1
@@ -189,7 +194,7 @@ class Channel:
     ) -> str:
         """Start a consumer; ``on_message`` runs in the reader greenlet and must not block."""
         tag = consumer_tag or self.connection.new_consumer_tag()
-        self._consumers[tag] = _Consumer(on_message, on_cancel)
+        self._consumers[tag] = _Consumer(on_message, on_cancel, no_ack)
         try:
             self._rpc(
                 Basic.Consume(
@@ -260,16 +265,66 @@ class Channel:
     # --- acknowledging deliveries --------------------------------------------------------------
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        """Acknowledge a delivery. Single acks are gathered until the end of the current loop iteration and
+        sent as few frames as possible (one ``multiple`` ack for every leading run of them)."""
         self._raise_if_closed()
-        self._send(frames.method_frame(self.id, Basic.Ack(delivery_tag, multiple)))
+        if multiple:
+            self.flush_acks()
+            self._forget_through(delivery_tag)
+            self._send(frames.method_frame(self.id, Basic.Ack(delivery_tag, True)))
+            return
+        self._acks.add(delivery_tag)
+        if self._ack_flush is None:
+            self._ack_flush = gevent.get_hub().loop.run_callback(self.flush_acks)
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         self._raise_if_closed()
+        self.flush_acks()
+        if multiple:
+            self._forget_through(delivery_tag)
+        else:
+            self._unacked.pop(delivery_tag, None)
         self._send(frames.method_frame(self.id, Basic.Nack(delivery_tag, multiple, requeue)))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
         self._raise_if_closed()
+        self.flush_acks()
+        self._unacked.pop(delivery_tag, None)
         self._send(frames.method_frame(self.id, Basic.Reject(delivery_tag, requeue)))
+
+    def flush_acks(self) -> None:
+        """Send the gathered acks now: one ``multiple`` ack up to the last tag before which every delivery
+        is acknowledged, and single acks for the others."""
+        if self._ack_flush is not None:
+            self._ack_flush.stop()
+            self._ack_flush = None
+        acks, self._acks = self._acks, set()
+        if not acks or self._error is not None:
+            return
+        unacked = self._unacked
+        last_of_run = 0
+        for tag in unacked:
+            if tag not in acks:
+                break
+            last_of_run = tag
+        data = []
+        if last_of_run:
+            self._forget_through(last_of_run)
+            data.append(frames.method_frame(self.id, Basic.Ack(last_of_run, True)))
+        for tag in sorted(acks):
+            if tag > last_of_run:
+                unacked.pop(tag, None)
+                data.append(frames.method_frame(self.id, Basic.Ack(tag, False)))
+        self._send(b"".join(data))
+
+    def _forget_through(self, delivery_tag: int) -> None:
+        """Drop every outstanding tag up to ``delivery_tag`` (``0``: all), as a ``multiple`` settle does."""
+        unacked = self._unacked
+        while unacked:
+            tag = next(iter(unacked))
+            if delivery_tag and tag > delivery_tag:
+                break
+            del unacked[tag]
 
     # --- incoming frames (reader greenlet) -----------------------------------------------------
 
@@ -328,6 +383,8 @@ class Channel:
             if consumer is None:
                 log.warning("delivery for unknown consumer %r on channel %d", method.consumer_tag, self.id)
                 return
+            if not consumer.no_ack:
+                self._unacked[method.delivery_tag] = None
             try:
                 consumer.on_message(message)
             except Exception:
@@ -402,6 +459,7 @@ class Channel:
         """Close the channel (a no-op if it is already closed)."""
         if self._error is not None:
             return
+        self.flush_acks()
         try:
             self._rpc(commands.Channel.Close(200, "Normal shutdown", 0, 0), commands.Channel.CloseOk)
         finally:

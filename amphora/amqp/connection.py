@@ -338,6 +338,8 @@ class Connection:
         """Close the connection politely (waiting up to ``timeout`` for the broker's answer)."""
         if self._error is not None:
             return
+        for channel in list(self._channels.values()):
+            channel.flush_acks()  # acks still gathered would come after our Close: the broker would drop them
         try:
             self.send(frames.method_frame(0, commands.Connection.Close(200, "Normal shutdown", 0, 0)))
             self._close_ok.wait(timeout)

@@ -8,14 +8,14 @@ into :class:`~amphora.amqp.errors.ProtocolError`.
 from __future__ import annotations
 
 import struct
-from typing import Union
+from typing import NamedTuple, Union
 
 from pamqp import commands
 from pamqp.base import Frame as Method
-from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
 from .errors import ProtocolError
+from .properties import Properties, decode_properties, encode_properties
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -29,7 +29,18 @@ HEARTBEAT = Heartbeat.value
 
 _FRAME_HEAD = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
+_HEADER_HEAD = struct.Struct(">HHQ")  # class id, weight (always 0), body size
+BASIC_CLASS = 60
 _END = bytes([FRAME_END])
+
+
+
+class ContentHeader(NamedTuple):
+    """A decoded content header frame: the size of the body to follow, and the message's properties."""
+
+    body_size: int
+    properties: Properties
+
 
 Payload = Union[Method, ContentHeader, bytes, None]
 DecodedFrame = tuple[int, int, Payload]  # (channel, frame type, payload)
@@ -79,9 +90,10 @@ def _decode(frame_type: int, payload: bytes) -> Payload:
             method.unmarshal(payload[4:])
             return method
         if frame_type == FRAME_HEADER:
-            header = ContentHeader()
-            header.unmarshal(payload)
-            return header
+            class_id, _, body_size = _HEADER_HEAD.unpack_from(payload)
+            if class_id != BASIC_CLASS:
+                raise ProtocolError(f"content header of class {class_id}, not Basic")
+            return ContentHeader(body_size, decode_properties(payload[_HEADER_HEAD.size :]))
         if frame_type == FRAME_HEARTBEAT:
             return None
     except ProtocolError:
@@ -101,10 +113,10 @@ def method_frame(channel: int, method: Method) -> bytes:
 
 
 def content_frames(
-    channel: int, method_bytes: bytes, body: bytes, properties: commands.Basic.Properties, frame_max: int
+    channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int
 ) -> bytes:
     """The frames of one message: its already marshalled method frame, header, and body split to fit."""
-    header = ContentHeader(0, len(body), properties).marshal()
+    header = _HEADER_HEAD.pack(BASIC_CLASS, 0, len(body)) + encode_properties(properties)
     parts = [method_bytes, _frame(FRAME_HEADER, channel, header)]
     chunk = frame_max - FRAME_OVERHEAD
     if len(body) <= chunk:
