@@ -146,6 +146,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         outbox_limit: int = 100_000,
         compress_threshold: int | None = DEFAULT_THRESHOLD,
         max_reply_size: int = DEFAULT_MAX_SIZE,
+        max_priority: int | None = None,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -156,7 +157,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self.persistent = persistent
         self.compress_threshold = compress_threshold
         self.max_reply_size = max_reply_size
-        self.topology = ServiceTopology(service_name, int(reply_queue_expires * 1000), fanout=self.fanout)
+        self.topology = ServiceTopology(
+            service_name, int(reply_queue_expires * 1000), fanout=self.fanout, max_priority=max_priority
+        )
         self.reply_queue = self.topology.reply_queue(self.uuid)
         self._pending: dict[str, PendingCall] = {}
         self._tuners: dict[str, Tuner] = {}

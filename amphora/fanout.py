@@ -22,7 +22,7 @@ from .link import settle_quietly
 from .pending import PendingGather
 from .protocol import Serializer
 from .server import AmqpRpcServer
-from .topology import Declaration, ServiceTopology
+from .topology import Declaration
 
 
 class AmqpRpcFanoutServer(AmqpRpcServer):
@@ -31,6 +31,8 @@ class AmqpRpcFanoutServer(AmqpRpcServer):
     Takes the options of :class:`~amphora.AmqpRpcServer`, and ``queue_expires`` (seconds, default 60): how
     long the queue of a server without a stable ``name`` outlives the server.
     """
+
+    fanout = True
 
     def __init__(
         self,
@@ -43,10 +45,6 @@ class AmqpRpcFanoutServer(AmqpRpcServer):
     ) -> None:
         self._queue_expires_ms = None if name is not None else int(queue_expires * 1000)
         super().__init__(service_name, serializer, name=name, **options)
-
-    @staticmethod
-    def _make_topology(service_name: str) -> ServiceTopology:
-        return ServiceTopology(service_name, fanout=True)
 
     def _request_queue_declarations(self) -> list[Declaration]:
         return self.topology.fanout_server_queue(self.name, self._queue_expires_ms)

@@ -70,6 +70,9 @@ IGNORE_BACKOFF = 1.0
 class AmqpRpcServer(PubSub, RequestQueues):
     """Serves the functions of ``service_name``; see the API documentation for every option."""
 
+    fanout = False
+    """Whether every server gets every request (:class:`~amphora.fanout.AmqpRpcFanoutServer`)."""
+
     def __init__(
         self,
         service_name: str,
@@ -89,12 +92,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         compress_threshold: int | None = DEFAULT_THRESHOLD,
         max_request_size: int = DEFAULT_MAX_SIZE,
         consume_default_queue: bool = True,
+        max_priority: int | None = None,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
-        self.topology = self._make_topology(service_name)
+        self.topology = ServiceTopology(service_name, fanout=self.fanout, max_priority=max_priority)
         self.concurrency = concurrency
         self.threads = threads
         self.persistent = persistent
@@ -121,10 +125,6 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._consumer_ids: list[int] = []
 
     # --- what a fanout server changes -----------------------------------------------------------
-
-    @staticmethod
-    def _make_topology(service_name: str) -> ServiceTopology:
-        return ServiceTopology(service_name)
 
     def _request_queue_declarations(self) -> list[Declaration]:
         """The request queue this server consumes, and its binding."""

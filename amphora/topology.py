@@ -22,8 +22,7 @@ from .amqp import Channel
 from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
 
 DEFAULT_ROUTING_KEY = ""
-MAX_PRIORITY = 10
-"""Request queues honour call priorities from 0 (the default) to this."""
+
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,8 @@ class ServiceTopology:
     reply_queue_expires_ms: int = 10 * 60 * 1000
     fanout: bool = False
     """A fanout service broadcasts each request to every server's own queue."""
+    max_priority: int | None = None
+    """Request queues honour call priorities from 0 to this (``x-max-priority``); None: no priorities."""
 
     @property
     def request_exchange(self) -> str:
@@ -114,7 +115,10 @@ class ServiceTopology:
         return f"rpc_{self.service}_fanout_{server_name}"
 
     def _request_queue_declaration(self, name: str) -> Queue:
-        return Queue(name, arguments={"x-dead-letter-exchange": self.dead_exchange, "x-max-priority": MAX_PRIORITY})
+        arguments: dict[str, Any] = {"x-dead-letter-exchange": self.dead_exchange}
+        if self.max_priority is not None:
+            arguments["x-max-priority"] = self.max_priority
+        return Queue(name, arguments=arguments)
 
     def exchanges(self) -> list[Declaration]:
         """The exchanges every client and server of the service needs, and the dead-letter queue."""

@@ -63,13 +63,13 @@ def test_parallel_gives_results_in_order(make_server, make_client):
 
 
 def test_high_priority_calls_overtake_queued_low_ones(make_server, make_client):
-    server = make_server(concurrency=1)
+    server = make_server(concurrency=1, max_priority=10)
     order = []
     release = Event()
     server.add_function(lambda: release.wait(), name="block")
     server.add_function(order.append, name="record")
     server.serve()
-    client = make_client()
+    client = make_client(max_priority=10)
     blocker = client.defer.block()
     wait_until(lambda: server._running)  # the one slot is taken: everything else queues
     low = [client.defer(wait_publish=True).record(f"low{i}") for i in range(5)]
