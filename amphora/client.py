@@ -147,6 +147,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         compress_threshold: int | None = DEFAULT_THRESHOLD,
         max_reply_size: int = DEFAULT_MAX_SIZE,
         max_priority: int | None = None,
+        queue_type: str = "classic",
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -158,7 +159,11 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self.compress_threshold = compress_threshold
         self.max_reply_size = max_reply_size
         self.topology = ServiceTopology(
-            service_name, int(reply_queue_expires * 1000), fanout=self.fanout, max_priority=max_priority
+            service_name,
+            int(reply_queue_expires * 1000),
+            fanout=self.fanout,
+            max_priority=max_priority,
+            queue_type=queue_type,
         )
         self.reply_queue = self.topology.reply_queue(self.uuid)
         self._pending: dict[str, PendingCall] = {}

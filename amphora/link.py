@@ -23,6 +23,7 @@ from .amqp.errors import (
     AMQPError,
     AuthenticationError,
     ChannelClosed,
+    ConnectionClosed,
     InvalidURL,
     NotFound,
     TLSError,
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 PERMANENT_ERRORS = (AuthenticationError, VhostNotAllowed, TLSError, InvalidURL, ChannelClosed)
 """Errors that reconnecting will not fix: a link reports them to whoever waits for it."""
+PERMANENT_CLOSE_CODES = frozenset({403, 501, 502, 503, 504, 505, 530, 540})
+"""Connection.Close reply codes that reconnecting will not fix either (access refused, a protocol error,
+not allowed, not implemented); the others (320 broker shutdown, 506 resource error, 541 internal error)
+are retried."""
 MAX_BACKOFF = 2.0
 
 ConnectedHook = Callable[[Connection], None]
@@ -119,7 +124,7 @@ class Link:
     ) -> int:
         """Consume ``queue`` now if connected and after every reconnect; returns an id for removal.
 
-        ``prefetch`` limits this consumer's unacknowledged deliveries (besides the link's own limit).
+        ``prefetch`` limits this consumer's unacknowledged deliveries (by default, the link's ``prefetch``).
         An ``optional`` consumer's queue may vanish: if it is gone at a reconnect, the consumer is dropped
         and ``on_cancel`` called, as when the broker cancels it, instead of failing the link.
         """
@@ -151,10 +156,12 @@ class Link:
         return channel if self.ready.is_set() and channel is not None and channel.is_open else None
 
     def _start_consumer(self, channel: Channel, consumer: _Consumer) -> None:
-        # basic.qos without global applies to the consumers started after it on the channel
-        if consumer.prefetch != self._consumer_prefetch:
-            channel.basic_qos(prefetch_count=consumer.prefetch)
-            self._consumer_prefetch = consumer.prefetch
+        # basic.qos without global applies to the consumers started after it on the channel (global qos
+        # is slower for the broker, and quorum queues refuse it)
+        prefetch = consumer.prefetch or self._prefetch
+        if prefetch != self._consumer_prefetch:
+            channel.basic_qos(prefetch_count=prefetch)
+            self._consumer_prefetch = prefetch
         consumer.tag = channel.basic_consume(
             consumer.queue, consumer.on_message, no_ack=consumer.no_ack, on_cancel=consumer.on_cancel
         )
@@ -246,8 +253,6 @@ class Link:
             hook(connection)
         channel = self.channel = connection.channel()
         channel.add_close_callback(self._on_lost)
-        if self._prefetch:
-            channel.basic_qos(prefetch_count=self._prefetch, global_qos=True)
         if self._confirm:
             channel.confirm_select()
         self._consumer_prefetch = 0
@@ -282,7 +287,9 @@ class Link:
             self._lost.set()
 
     def _report_failure(self, parameters: ConnectionParameters, error: AMQPError) -> None:
-        if isinstance(error, PERMANENT_ERRORS):
+        if isinstance(error, PERMANENT_ERRORS) or (
+            isinstance(error, ConnectionClosed) and error.code in PERMANENT_CLOSE_CODES
+        ):
             self.setup_error = error
             log.error("%s: %s", self.name, error)
         else:

@@ -93,12 +93,15 @@ class AmqpRpcServer(PubSub, RequestQueues):
         max_request_size: int = DEFAULT_MAX_SIZE,
         consume_default_queue: bool = True,
         max_priority: int | None = None,
+        queue_type: str = "classic",
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
-        self.topology = ServiceTopology(service_name, fanout=self.fanout, max_priority=max_priority)
+        self.topology = ServiceTopology(
+            service_name, fanout=self.fanout, max_priority=max_priority, queue_type=queue_type
+        )
         self.concurrency = concurrency
         self.threads = threads
         self.persistent = persistent

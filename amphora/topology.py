@@ -77,6 +77,20 @@ class ServiceTopology:
     """A fanout service broadcasts each request to every server's own queue."""
     max_priority: int | None = None
     """Request queues honour call priorities from 0 to this (``x-max-priority``); None: no priorities."""
+    queue_type: str = "classic"
+    """``quorum`` makes every queue a replicated quorum queue, for clusters."""
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in ("classic", "quorum"):
+            raise ValueError(f"queue_type must be 'classic' or 'quorum', not {self.queue_type!r}")
+        if self.queue_type == "quorum" and self.max_priority is not None:
+            raise ValueError("quorum queues have no priorities: give max_priority or queue_type='quorum', not both")
+
+    def _queue(self, name: str, arguments: dict[str, Any]) -> Queue:
+        """A durable queue of the service's queue type."""
+        if self.queue_type != "classic":
+            arguments = {**arguments, "x-queue-type": self.queue_type}
+        return Queue(name, arguments=arguments)
 
     @property
     def request_exchange(self) -> str:
@@ -118,7 +132,7 @@ class ServiceTopology:
         arguments: dict[str, Any] = {"x-dead-letter-exchange": self.dead_exchange}
         if self.max_priority is not None:
             arguments["x-max-priority"] = self.max_priority
-        return Queue(name, arguments=arguments)
+        return self._queue(name, arguments)
 
     def exchanges(self) -> list[Declaration]:
         """The exchanges every client and server of the service needs, and the dead-letter queue."""
@@ -127,7 +141,7 @@ class ServiceTopology:
             Exchange(self.response_exchange, "direct"),
             Exchange(self.dead_exchange, "headers"),
             Exchange(self.events_exchange, "topic"),
-            Queue(self.dead_queue),
+            self._queue(self.dead_queue, {}),
             Binding(self.dead_queue, self.dead_exchange, arguments={"x-match": "all", HEADER_DEAD: REFUSED}),
         ]
 
@@ -162,13 +176,13 @@ class ServiceTopology:
         """A subscriber's queue of events whose topic matches ``pattern``; with ``expires_ms`` it disappears
         that long after its subscriber stopped consuming it."""
         arguments = {} if expires_ms is None else {"x-expires": expires_ms}
-        return [Queue(queue, arguments=arguments), Binding(queue, self.events_exchange, pattern)]
+        return [self._queue(queue, arguments), Binding(queue, self.events_exchange, pattern)]
 
     def client_reply_queue(self, client_id: str) -> list[Declaration]:
         """A client's durable reply queue, which expires when unused, and its two bindings."""
         name = self.reply_queue(client_id)
         return [
-            Queue(name, arguments={"x-expires": self.reply_queue_expires_ms}),
+            self._queue(name, {"x-expires": self.reply_queue_expires_ms}),
             Binding(name, self.response_exchange, client_id),
             Binding(name, self.dead_exchange, arguments={"x-match": "all", HEADER_CLIENT: client_id}),
         ]

@@ -13,7 +13,7 @@ from gevent.event import Event
 from gevent.queue import Queue
 from helpers import wait_until
 
-from amphora import HandlerTimeout, RemoteException, Unroutable, parallel
+from amphora import HandlerTimeout, RemoteException, RequestExpired, Unroutable, parallel
 from amphora.amqp import Properties, connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -173,3 +173,14 @@ def test_server_serves_again_after_stop(make_server, make_client):
     server.stop()
     server.serve()
     assert client.call(timeout=10).ping() == "up"
+
+
+def test_quorum_queues_serve_like_classic_ones(make_server, make_client, amqp_url, service):
+    server = make_server(queue_type="quorum")
+    server.add_function(lambda x: -x, name="negate")
+    server.serve()
+    client = make_client(queue_type="quorum")
+    assert client.call.negate(5) == -5
+    server.stop()
+    with pytest.raises(RequestExpired):  # message TTL and dead-lettering back to the caller work too
+        client.call(timeout=0.5).negate(1)
