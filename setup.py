@@ -24,7 +24,8 @@ setup(
     entry_points={"console_scripts": ["amphora = amphora.cli:main"]},
     extras_require={
         "msgpack": ["msgpack>=1.0"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "msgpack>=1.0", "sphinx>=7", "furo>=2024.1.29"],
+        "fast": ["orjson>=3.9"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "msgpack>=1.0", "orjson>=3.9", "sphinx>=7", "furo>=2024.1.29"],
         "bench": ["pika>=1.3"],
         "docs": ["sphinx>=7", "furo>=2024.1.29"],
     },

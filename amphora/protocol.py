@@ -46,19 +46,39 @@ class Serializer(Protocol):
 
 
 class JsonSerializer:
-    """JSON, the default: readable, safe, spoken by every language."""
+    """JSON, the default: readable, safe, spoken by every language.
+
+    Encodes with orjson when it is installed (``pip install amphora[fast]``, about five times faster) and
+    falls back to the standard library for what orjson refuses (integers beyond 64 bits, keys that are
+    not strings). orjson writes NaN and infinities as ``null``: JSON has no such numbers. Decoding always
+    uses the standard library, which keeps large integers exact.
+    """
 
     content_type = "application/json"
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool = True) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
         self._decoder = json.JSONDecoder()
+        self._fast_dumps = _orjson_dumps() if fast else None
 
     def dumps(self, value: Any) -> bytes:
+        if self._fast_dumps is not None:
+            try:
+                return self._fast_dumps(value)  # type: ignore[no-any-return]
+            except TypeError:
+                pass
         return self._encoder.encode(value).encode()
 
     def loads(self, data: bytes) -> Any:
         return self._decoder.decode(data.decode())
+
+
+def _orjson_dumps() -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return None
+    return orjson.dumps
 
 
 class MsgpackSerializer:
@@ -146,7 +166,16 @@ def encode_exception(serializer: Serializer, error_type: str, args: tuple[Any, .
     try:
         return serializer.dumps({"exception": {"type": error_type, "args": list(args)}})
     except (TypeError, ValueError, OverflowError):
-        return serializer.dumps({"exception": {"type": error_type, "args": [repr(a) for a in args]}})
+        encodable = [arg if _encodable(serializer, arg) else repr(arg) for arg in args]
+        return serializer.dumps({"exception": {"type": error_type, "args": encodable}})
+
+
+def _encodable(serializer: Serializer, value: Any) -> bool:
+    try:
+        serializer.dumps(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def decode_reply(serializer: Serializer, body: bytes) -> Any:

@@ -1,0 +1,44 @@
+"""The wire format's serializers and bodies (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amphora import JsonSerializer, RemoteException, WrongResult
+from amphora.protocol import MalformedRequest, decode_reply, decode_request, encode_exception, encode_request
+
+pytestmark = pytest.mark.timeout(60)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_fast_and_standard_json_agree(value):
+    fast, standard = JsonSerializer(), JsonSerializer(fast=False)
+    assert fast.loads(fast.dumps(value)) == standard.loads(standard.dumps(value)) == value
+
+
+def test_what_orjson_refuses_falls_back_to_the_standard_library():
+    serializer = JsonSerializer()
+    assert serializer.loads(serializer.dumps(2**80)) == 2**80  # exact, both ways
+    assert serializer.loads(serializer.dumps({1: "one"})) == {"1": "one"}
+
+
+def test_request_and_reply_bodies_round_trip():
+    serializer = JsonSerializer()
+    body = encode_request(serializer, "a.b", (1, "x"), {"k": [2]})
+    assert decode_request(serializer, body) == ("a.b", [1, "x"], {"k": [2]})
+    with pytest.raises(RemoteException) as info:
+        decode_reply(serializer, encode_exception(serializer, "ValueError", ("x", object())))
+    assert info.value.error_type == "ValueError" and info.value.args[0] == "x"  # unencodable args as repr
+    with pytest.raises(WrongResult):
+        decode_reply(serializer, b'{"neither": 1}')
+    with pytest.raises(MalformedRequest, match="'args' must be a list"):
+        decode_request(serializer, b'{"func": "f", "args": 3}')
