@@ -278,9 +278,7 @@ def run_sh_block(block: Block, tmp_path: Path, background: list[Background]) -> 
         if command.endswith("&"):
             background.append(Background(where, f"exec {command[:-1]}", tmp_path, shell=True))
             continue
-        result = subprocess.run(
-            command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=40, check=False
-        )
+        result = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=40, check=False)
         status = re.search(r"exit status (\d+)", comment)
         expected_status = int(status[1]) if status else 0
         report = f"{where}: {raw.strip()}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
