@@ -6,7 +6,8 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = next(
-    line.split('"')[1] for line in (HERE / "amphora" / "__init__.py").read_text().splitlines()
+    line.split('"')[1]
+    for line in (HERE / "amphora" / "__init__.py").read_text().splitlines()
     if line.startswith("__version__")
 )
 
@@ -18,14 +19,22 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     packages=find_packages(include=["amphora", "amphora.*"]),
-    package_data={"amphora.amqp": ["API.md"]},
+    package_data={"amphora": ["py.typed"], "amphora.amqp": ["API.md"]},
     python_requires=">=3.11",
     install_requires=["gevent>=23.9", "pamqp>=3.2,<5"],
     entry_points={"console_scripts": ["amphora = amphora.cli:main"]},
     extras_require={
         "msgpack": ["msgpack>=1.0"],
         "fast": ["orjson>=3.9"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "msgpack>=1.0", "orjson>=3.9", "sphinx>=7", "furo>=2024.1.29"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "hypothesis>=6",
+            "msgpack>=1.0",
+            "orjson>=3.9",
+            "sphinx>=7",
+            "furo>=2024.1.29",
+        ],
         "bench": ["pika>=1.3"],
         "docs": ["sphinx>=7", "furo>=2024.1.29"],
     },

@@ -132,4 +132,3 @@ class QueueReceiver:
     def __repr__(self) -> str:
         state = "done" if self.done else "receiving"
         return f"<QueueReceiver {self.queue} {self.calls}/{self.max_calls or '-'} calls {state}>"
-

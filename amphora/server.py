@@ -20,8 +20,8 @@ import gevent
 from gevent.event import Event
 
 from .amqp import Message, Properties
-from .answered import AnsweredRequests, Reply
 from .amqp.errors import NotFound
+from .answered import AnsweredRequests, Reply
 from .compression import (
     DEFAULT_MAX_SIZE,
     DEFAULT_THRESHOLD,
@@ -377,4 +377,3 @@ class AmqpRpcServer(PubSub, RequestQueues):
 def _expired(headers: dict[str, Any]) -> bool:
     deadline = headers.get(HEADER_DEADLINE)
     return isinstance(deadline, int) and deadline < time.time() * 1000
-

@@ -16,13 +16,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .amqp import Channel
 from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
 
 DEFAULT_ROUTING_KEY = ""
-
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Binding:
         channel.queue_bind(self.queue, self.exchange, self.routing_key, self.arguments or None)
 
 
-Declaration = Union[Exchange, Queue, Binding]
+Declaration = Exchange | Queue | Binding
 
 
 @dataclass(frozen=True)

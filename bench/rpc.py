@@ -505,7 +505,7 @@ def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], siz
             cells = [
                 number(found[c][workload][metric]) if metric in found[c].get(workload, {}) else "-" for c in columns
             ]
-            for mode, ratio in zip(modes, ratios.values()):
+            for mode, ratio in zip(modes, ratios.values(), strict=True):
                 value = ratio.get(workload, {}).get(metric)
                 cell = "" if value is None else f"{value:.2f}"
                 target = TARGETS.get((mode, workload, metric))

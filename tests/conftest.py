@@ -6,9 +6,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ServerProcess
 
 from amphora import AmqpRpcClient, AmqpRpcServer
+from helpers import ServerProcess
 
 pytest_plugins = ["amphora.testing"]
 

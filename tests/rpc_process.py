@@ -29,7 +29,7 @@ def main() -> None:
     options = parser.parse_args()
     server_class = AmqpRpcFanoutServer if options.fanout else AmqpRpcServer
     server = server_class(options.service, url=options.url, concurrency=options.concurrency, name=options.name)
-    log = open(options.log, "a", buffering=1)
+    log = open(options.log, "a", buffering=1)  # noqa: SIM115 - open until the process ends
 
     def record(function: str, argument: object) -> None:
         log.write(f"{os.getpid()} {function} {argument}\n")

@@ -19,9 +19,7 @@ def test_frames_split_anywhere_are_reassembled():
         reader = frames.FrameReader(4096)
         decoded = reader.feed(data[:cut]) + reader.feed(data[cut:])
         kinds = [frame_type for _, frame_type, _ in decoded]
-        assert kinds == [frames.FRAME_METHOD, frames.FRAME_HEADER] + [frames.FRAME_BODY] * 3 + [
-            frames.FRAME_HEARTBEAT
-        ]
+        assert kinds == [frames.FRAME_METHOD, frames.FRAME_HEADER] + [frames.FRAME_BODY] * 3 + [frames.FRAME_HEARTBEAT]
         assert b"".join(p for _, t, p in decoded if t == frames.FRAME_BODY) == body
         assert decoded[1][2].properties.message_id == "m1"
         assert decoded[0][2].delivery_tag == 7

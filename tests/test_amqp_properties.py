@@ -16,7 +16,11 @@ pytestmark = pytest.mark.timeout(60)
 
 short_strings = st.text(max_size=40).filter(lambda text: len(text.encode()) <= 255)
 table_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30) | st.floats(width=32, allow_nan=False, allow_infinity=False),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=30)
+    | st.floats(width=32, allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=10), inner, max_size=3),
     max_leaves=8,
 )
@@ -31,8 +35,11 @@ properties = st.builds(
     reply_to=st.none() | short_strings,
     expiration=st.none() | short_strings,
     message_id=st.none() | short_strings,
-    timestamp=st.none() | st.datetimes(
-        min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(2100, 1, 1), timezones=st.just(datetime.UTC)
+    timestamp=st.none()
+    | st.datetimes(
+        min_value=datetime.datetime(1970, 1, 2),
+        max_value=datetime.datetime(2100, 1, 1),
+        timezones=st.just(datetime.UTC),
     ).map(lambda moment: moment.replace(microsecond=0)),
     message_type=st.none() | short_strings,
     user_id=st.none() | short_strings,

@@ -17,8 +17,21 @@ def test_docs_build_without_warnings(tmp_path):
     output = tmp_path / "html"
     # A fresh interpreter: Sphinx imports amphora for autodoc, and a clean build sees every warning.
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(DOCS), str(output)],
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-E",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(DOCS),
+            str(output),
+        ],
         capture_output=True,
         text=True,
         timeout=110,

@@ -170,7 +170,9 @@ def core(example_env: dict[str, str], service: str) -> Iterator[Callable[..., su
 
     def send(user: str, text: str, *options: str) -> subprocess.Popen:
         command = [sys.executable, str(EXAMPLE / "core.py"), user, text, "--service", service, *options]
-        process = subprocess.Popen(command, env=example_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            command, env=example_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         started.append(process)
         return process
 
@@ -227,8 +229,9 @@ class Chromium:
         self._event_waiters: dict[tuple[str | None, str], list[AsyncResult]] = {}
         self._reader = gevent.spawn(self._read)
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 10.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         """Send a command and wait for its result; raises AssertionError on a protocol error or timeout."""
         message_id = next(self._ids)
         message: dict[str, Any] = {"id": message_id, "method": method, "params": params or {}}
@@ -237,7 +240,7 @@ class Chromium:
         reply = self._replies[message_id] = AsyncResult()
         data = json.dumps(message).encode() + b"\0"
         while data:
-            data = data[gevent.os.nb_write(self._out, data):]
+            data = data[gevent.os.nb_write(self._out, data) :]
         try:
             answer = reply.get(timeout=timeout)
         except gevent.Timeout:
@@ -341,7 +344,11 @@ def chromium_binary() -> str:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         result = subprocess.run(
             "apt-get update -qq && apt-get install -y -qq chromium",
-            shell=True, env=env, capture_output=True, text=True, check=False,
+            shell=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0 or not os.path.exists(CHROMIUM):
             pytest.skip(f"{CHROMIUM} is missing and `apt-get install chromium` failed: {result.stderr[-500:]}")
@@ -385,7 +392,7 @@ def test_message_reaches_only_the_page_of_its_user(browser, start_api, core, amq
 
     alice.wait_for("document.getElementById('messages').textContent.includes('Hello, Alice!')")
     assert alice.messages() == ["Hello, Alice!"]
-    assert '<li>Hello, Alice!</li>' in alice.html()
+    assert "<li>Hello, Alice!</li>" in alice.html()
     assert "Hello, Alice!" not in bob.html()
 
     status, output = finish(core("bob", "Hi, Bob!"))  # Bob's page, on the other API server, works too

@@ -29,7 +29,10 @@ def test_events_reach_every_matching_subscriber(make_server, make_client):
     client.publish("orders.created", {"id": 1}).get(timeout=10)
     server.publish("orders.paid.late", {"id": 2}).get(timeout=10)
     assert on_server.get(timeout=10) == ("orders.created", {"id": 1})
-    assert [on_client.get(timeout=10) for _ in range(2)] == [("orders.created", {"id": 1}), ("orders.paid.late", {"id": 2})]
+    assert [on_client.get(timeout=10) for _ in range(2)] == [
+        ("orders.created", {"id": 1}),
+        ("orders.paid.late", {"id": 2}),
+    ]
     with pytest.raises(Empty):
         on_server.get(timeout=0.3)  # neither users.created nor the three-word topic match orders.*
 

@@ -8,11 +8,11 @@ import uuid
 import zlib
 
 import pytest
-from helpers import wait_until
 
 from amphora import AmqpRpcClient
 from amphora.amqp import Properties, connect
 from amphora.amqp.errors import AuthenticationError
+from helpers import wait_until
 
 MALFORMED_COUNT = 10_000
 GOOD_CALLS = 1_000

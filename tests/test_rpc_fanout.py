@@ -6,7 +6,6 @@ import collections
 import time
 
 import pytest
-from helpers import executions, wait_until
 
 from amphora import (
     AmqpRpcFanoutClient,
@@ -16,6 +15,7 @@ from amphora import (
 )
 from amphora.amqp import connect
 from amphora.amqp.errors import NotFound
+from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -11,10 +11,10 @@ import gevent
 import pytest
 from gevent.event import Event
 from gevent.queue import Queue
-from helpers import wait_until
 
 from amphora import HandlerTimeout, RemoteException, RequestExpired, Unroutable, parallel
 from amphora.amqp import Properties, connect
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,11 +6,11 @@ import collections
 
 import gevent
 import pytest
-from helpers import executions, wait_until
 
 from amphora import AmqpRpcClient, AmqpRpcServer, ReplyQueueLost
 from amphora.amqp import connect
 from amphora.amqp.errors import NotFound
+from helpers import executions, wait_until
 
 
 def queue_exists(connection, name: str) -> bool:

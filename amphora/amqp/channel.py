@@ -197,9 +197,7 @@ class Channel:
         self._consumers[tag] = _Consumer(on_message, on_cancel, no_ack)
         try:
             self._rpc(
-                Basic.Consume(
-                    queue=queue, consumer_tag=tag, no_ack=no_ack, exclusive=exclusive, arguments=arguments
-                ),
+                Basic.Consume(queue=queue, consumer_tag=tag, no_ack=no_ack, exclusive=exclusive, arguments=arguments),
                 Basic.ConsumeOk,
             )
         except BaseException:

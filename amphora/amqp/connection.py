@@ -15,7 +15,7 @@ import platform
 import socket as _stdlib_socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import gevent
 from gevent import socket
@@ -390,7 +390,7 @@ class Connection:
             except Exception:
                 log.exception("connection callback %r failed", callback)
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -8,7 +8,7 @@ into :class:`~amphora.amqp.errors.ProtocolError`.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from pamqp import commands
 from pamqp.base import Frame as Method
@@ -34,7 +34,6 @@ BASIC_CLASS = 60
 _END = bytes([FRAME_END])
 
 
-
 class ContentHeader(NamedTuple):
     """A decoded content header frame: the size of the body to follow, and the message's properties."""
 
@@ -42,7 +41,7 @@ class ContentHeader(NamedTuple):
     properties: Properties
 
 
-Payload = Union[Method, ContentHeader, bytes, None]
+Payload = Method | ContentHeader | bytes | None
 DecodedFrame = tuple[int, int, Payload]  # (channel, frame type, payload)
 
 
@@ -112,9 +111,7 @@ def method_frame(channel: int, method: Method) -> bytes:
     return _frame(FRAME_METHOD, channel, _METHOD_INDEX.pack(method.index) + method.marshal())
 
 
-def content_frames(
-    channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int
-) -> bytes:
+def content_frames(channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int) -> bytes:
     """The frames of one message: its already marshalled method frame, header, and body split to fit."""
     header = _HEADER_HEAD.pack(BASIC_CLASS, 0, len(body)) + encode_properties(properties)
     parts = [method_bytes, _frame(FRAME_HEADER, channel, header)]

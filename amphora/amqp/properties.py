@@ -89,7 +89,7 @@ def decode_properties(data: bytes) -> Properties:
     return properties
 
 
-def _seconds(value: datetime.datetime | int | float) -> int:
+def _seconds(value: datetime.datetime | float) -> int:
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_UTC)  # naive means UTC, as in pamqp
