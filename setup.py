@@ -26,12 +26,14 @@ setup(
     extras_require={
         "msgpack": ["msgpack>=1.0"],
         "fast": ["orjson>=3.9"],
+        "prometheus": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
             "hypothesis>=6",
             "msgpack>=1.0",
             "orjson>=3.9",
+            "prometheus_client>=0.17",
             "sphinx>=7",
             "furo>=2024.1.29",
         ],

@@ -37,6 +37,7 @@ from .exceptions import (
     WrongResult,
 )
 from .link import Link, queue_exists, start_links
+from .metrics import Metrics, report_call, watch_links
 from .outbox import Outbox
 from .pending import PendingCall
 from .protocol import (
@@ -148,6 +149,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         max_reply_size: int = DEFAULT_MAX_SIZE,
         max_priority: int | None = None,
         queue_type: str = "classic",
+        metrics: Metrics | None = None,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -173,6 +175,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
         self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
         self._outbox = Outbox(self._publisher, limit=outbox_limit)
+        self.metrics = metrics
+        if metrics is not None:
+            watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
         shared = self.topology.exchanges()
         if not self.fanout:  # calls made before any server starts wait in the service's queue
             shared += self.topology.default_request_queue()
@@ -259,6 +264,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         request_id = self._request_ids.next()
         pending = self._pending[request_id] = make_pending(func_name, timeout)
         pending.start_timer(self._time_out, request_id)
+        if self.metrics is not None:
+            report_call(self.metrics, self.service_name, func_name, pending.result, time.monotonic())
         published = Event() if wait_publish else None
 
         def on_published(error: Unroutable | None) -> None:
@@ -292,6 +299,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._publish_request(
             self._request_ids.next(), func_name, args, kwargs, timeout, on_published, cast=True, **options
         )
+        if self.metrics is not None:
+            report_call(self.metrics, self.service_name, func_name, confirmed, time.monotonic())
         return confirmed
 
     def _publish_request(

@@ -33,6 +33,7 @@ from .config import broker_parameters
 from .exceptions import IgnoreRequest
 from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, invoke
 from .link import Link, settle_quietly, start_links
+from .metrics import Metrics, outcome, watch_links
 from .outbox import Outbox
 from .protocol import (
     HANDLER_TIMEOUT,
@@ -94,6 +95,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         consume_default_queue: bool = True,
         max_priority: int | None = None,
         queue_type: str = "classic",
+        metrics: Metrics | None = None,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -122,6 +124,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._consumer = Link(parameters, f"{service_name} server consumer", prefetch=concurrency)
         self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
         self._outbox = Outbox(self._publisher)
+        self.metrics = metrics
+        if metrics is not None:
+            watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
         for link in (self._consumer, self._publisher):
             link.declare(self.topology.exchanges())
         self._consumer.declare(self._request_queue_declarations())
@@ -295,6 +300,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
             return
         context = RequestContext(request_id, func_name, headers, self) if function.context else None
         error_header = None
+        failure: BaseException | None = None
+        started = time.monotonic()
         try:
             result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
@@ -303,10 +310,14 @@ class AmqpRpcServer(PubSub, RequestQueues):
             self._on_ignored(message)
             return
         except TimeLimitExceeded as exc:
+            failure = exc
             body = encode_exception(serializer, "HandlerTimeout", exc.args)
             error_header = {HEADER_ERROR: HANDLER_TIMEOUT}
         except Exception as exc:
+            failure = exc
             body = encode_exception(serializer, type(exc).__name__, exc.args)
+        if self.metrics is not None:
+            self.metrics.request_done(self.service_name, func_name, time.monotonic() - started, outcome(failure))
         if cast:
             self._finish_cast(message, request_id)
         else:
