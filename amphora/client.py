@@ -69,6 +69,13 @@ CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
 
 
+def _check_headers(headers: dict[str, Any] | None) -> None:
+    """Refuse caller headers that would pose as amphora's own (``x-amphora-*``, ``amphora-*``)."""
+    reserved = [name for name in headers or () if name.startswith(("x-amphora-", "amphora-"))]
+    if reserved:
+        raise ValueError(f"headers {', '.join(reserved)} are amphora's own: choose other names")
+
+
 class RequestIds:
     """Unique request ids, cheaply: a random prefix per client instance and a counter.
 
@@ -260,6 +267,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         **options: Any,
     ) -> AsyncResult:
         """Publish a request and return the AsyncResult of its reply."""
+        _check_headers(options.get("headers"))
         timeout = self.timeout if timeout is None else timeout
         request_id = self._request_ids.next()
         pending = self._pending[request_id] = make_pending(func_name, timeout)
@@ -268,7 +276,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             report_call(self.metrics, self.service_name, func_name, pending.result, time.monotonic())
         published = Event() if wait_publish else None
 
-        def on_published(error: Unroutable | None) -> None:
+        def on_published(error: BaseException | None) -> None:
             if error is not None:
                 self._settle(request_id, error=error)
             if published is not None:
@@ -288,9 +296,10 @@ class AmqpRpcClient(PubSub, RequestQueues):
         **options: Any,
     ) -> AsyncResult:
         """Publish a request that wants no reply; the AsyncResult is set (to None) once the broker has it."""
+        _check_headers(options.get("headers"))
         confirmed = AsyncResult()
 
-        def on_published(error: Unroutable | None) -> None:
+        def on_published(error: BaseException | None) -> None:
             if error is None:
                 confirmed.set(None)
             else:
@@ -310,7 +319,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-        on_published: Callable[[Unroutable | None], None],
+        on_published: Callable[[BaseException | None], None],
         routing_key: str | None = None,
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
@@ -341,8 +350,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         )
 
         def on_done(error: BaseException | None) -> None:
-            returned = isinstance(error, MessageReturned)
-            on_published(Unroutable(f"no queue for routing key {routing_key!r} of {func_name}") if returned else None)
+            if isinstance(error, MessageReturned):
+                error = Unroutable(f"no queue for routing key {routing_key!r} of {func_name}")
+            on_published(error)
 
         self._outbox.publish(
             self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_done

@@ -238,9 +238,7 @@ class _ProxiedConnection:
         _no_delay(self._downstream)
         proxy._flowing.wait()  # in a stall nothing reaches the target, not even a new connection
         try:
-            upstream = socket.create_connection(
-                (proxy.target_host, proxy.target_port), timeout=proxy.connect_timeout
-            )
+            upstream = socket.create_connection((proxy.target_host, proxy.target_port), timeout=proxy.connect_timeout)
         except OSError as exc:
             log.debug("proxy %s: cannot reach the target: %s", proxy.port, exc)
             self.close(reset=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import struct
 from collections.abc import Callable
 
 import gevent
@@ -85,7 +86,8 @@ class Outbox:
         mandatory: bool = False,
         on_done: DoneCallback | None = None,
     ) -> Envelope:
-        """Add a message; ``on_done(error)`` runs (in the reader greenlet) once it is confirmed or refused."""
+        """Add a message; ``on_done(error)`` runs once it is confirmed (None), returned (MessageReturned),
+        or found impossible to encode (TypeError, ValueError...)."""
         while len(self._entries) >= self.limit:
             if not self.block:
                 raise OutboxFull(f"the outbox holds {self.limit} unconfirmed messages")
@@ -132,6 +134,10 @@ class Outbox:
             )
         except AMQPError as exc:  # the connection just died: the replay after reconnecting sends it
             log.debug("publish deferred until reconnect: %s", exc)
+            return
+        except (TypeError, ValueError, OverflowError, struct.error) as exc:  # it can never be encoded
+            self._in_flight -= 1
+            self._finish(envelope, exc)
             return
         assert confirmation is not None, "the outbox's link must have publisher confirms on"
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))

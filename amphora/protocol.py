@@ -12,7 +12,9 @@ from typing import Any, Protocol
 
 from .exceptions import RemoteException, WrongResult
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: dead-letter routing on ``amphora-client``/``amphora-dead`` headers (1 used ``x-`` names that RabbitMQ
+ignores in headers exchanges)."""
 HEADER_VERSION = "x-amphora-version"
 HEADER_CLIENT = "amphora-client"
 """The calling client's id on every request: routes an expired request back to its caller. No ``x-`` prefix:

@@ -21,8 +21,8 @@ from gevent.event import AsyncResult
 from .amqp import Message, Properties
 from .link import Link, settle_quietly
 from .outbox import Outbox
-from .protocol import Serializer
-from .topology import ServiceTopology
+from .protocol import Serializer, serializer_for
+from .topology import Declaration, ServiceTopology
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,16 @@ EventCallback = Callable[[str, Any], None]
 class Subscription:
     """One ``subscribe``: its queue, and :meth:`cancel` to end it."""
 
-    def __init__(self, link: Link, queue: str, consumer_id: int) -> None:
+    def __init__(self, link: Link, queue: str, declarations: list[Declaration], consumer_id: int) -> None:
         self.queue = queue
         self._link = link
+        self._declarations = declarations
         self._consumer_id = consumer_id
 
     def cancel(self) -> None:
         """Stop receiving events (the queue expires by itself, or stays if it has a stable name)."""
         self._link.remove_consumer(self._consumer_id)
+        self._link.forget(self._declarations)
 
 
 class PubSub:
@@ -73,17 +75,21 @@ class PubSub:
     ) -> Subscription:
         """Call ``callback(topic, data)`` for every event whose topic matches ``pattern``."""
         queue = self.topology.events_queue(name or uuid.uuid4().hex)
-        self._consumer.declare(self.topology.subscription(queue, pattern, None if name else int(expires * 1000)))
+        declarations = self.topology.subscription(queue, pattern, None if name else int(expires * 1000))
+        self._consumer.declare(declarations)
 
         def on_event(message: Message) -> None:
             gevent.spawn(self._deliver_event, callback, message)
 
-        return Subscription(self._consumer, queue, self._consumer.add_consumer(queue, on_event))
+        return Subscription(self._consumer, queue, declarations, self._consumer.add_consumer(queue, on_event))
 
     def _deliver_event(self, callback: EventCallback, message: Message) -> None:
+        serializer = serializer_for(message.properties.content_type, self.serializer)
         try:
-            data = self.serializer.loads(message.body)
-        except Exception as exc:  # noqa: BLE001 - any decoding failure means a malformed event
+            if serializer is None:
+                raise ValueError(f"unsupported content type {message.properties.content_type!r}")
+            data = serializer.loads(message.body)
+        except Exception as exc:  # any decoding failure means a malformed event
             log.warning("dropping an undecodable event on %r: %s", message.routing_key, exc)
             settle_quietly(message.reject, False)
             return

@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 import gevent
+from gevent import GreenletExit
 from gevent.event import Event
+from gevent.lock import BoundedSemaphore
 
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
@@ -117,6 +119,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._running: dict[str, list[Message]] = {}
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._handlers: set[gevent.Greenlet] = set()
+        self._slots = BoundedSemaphore(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
         self._accepting = True
         self._stopped = Event()
@@ -270,10 +273,22 @@ class AmqpRpcServer(PubSub, RequestQueues):
                     self._publish_reply(reply, request_id, [message])
                 return None
             self._running[request_id] = [message]
-        handler = gevent.spawn(self._handle, message)
+        handler = gevent.spawn(self._handle_in_slot, message)
         self._handlers.add(handler)
         handler.link(self._handlers.discard)
         return handler
+
+    def _handle_in_slot(self, message: Message) -> None:
+        """Handle a request once one of the ``concurrency`` slots is free; if the handling itself dies
+        (killed, or a bug), hand the request back to the broker rather than leave it unanswered."""
+        try:
+            with self._slots:
+                self._handle(message)
+        except BaseException:
+            request_id = message.properties.message_id
+            for delivery in self._running.pop(request_id, [message]) if request_id else [message]:
+                settle_quietly(delivery.reject, True)
+            raise
 
     def _handle(self, message: Message) -> None:
         properties = message.properties
@@ -313,12 +328,16 @@ class AmqpRpcServer(PubSub, RequestQueues):
             failure = exc
             body = encode_exception(serializer, "HandlerTimeout", exc.args)
             error_header = {HEADER_ERROR: HANDLER_TIMEOUT}
-        except Exception as exc:
+        except GreenletExit:
+            raise
+        except BaseException as exc:  # a handler's own gevent.Timeout or SystemExit is its failure too
             failure = exc
             body = encode_exception(serializer, type(exc).__name__, exc.args)
         if self.metrics is not None:
             self.metrics.request_done(self.service_name, func_name, time.monotonic() - started, outcome(failure))
         if cast:
+            if failure is not None:
+                log.warning("cast of %s failed: %r", func_name, failure)
             self._finish_cast(message, request_id)
         else:
             reply_headers = {**(context.reply_headers if context else {}), **(error_header or {})}
@@ -340,7 +359,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             content_encoding=encoding,
             delivery_mode=2 if self.persistent else 1,
             correlation_id=request_id,
-            headers={HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name, **(headers or {})},
+            headers={**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name},
         )
         reply = Reply(str(message.properties.reply_to), body, properties)
         self._publish_reply(reply, request_id, self._running.get(request_id) or [message])

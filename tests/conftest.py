@@ -6,8 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from gevent.queue import Queue
 
 from amphora import AmqpRpcClient, AmqpRpcServer
+from amphora.amqp import connect
 from helpers import ServerProcess
 
 pytest_plugins = ["amphora.testing"]
@@ -68,3 +70,20 @@ def start_server(service, execution_log):
     for process in processes:
         if process.process.poll() is None:
             process.kill()
+
+
+@pytest.fixture
+def spy(amqp_url):
+    """``spy(exchange, routing_key)``: a Queue receiving a copy of every message published so."""
+    connection = connect(amqp_url)
+
+    def attach(exchange: str, routing_key: str = "") -> Queue:
+        channel = connection.channel()
+        name = channel.queue_declare("", exclusive=True).queue
+        channel.queue_bind(name, exchange, routing_key)
+        copies: Queue = Queue()
+        channel.basic_consume(name, copies.put, no_ack=True)
+        return copies
+
+    yield attach
+    connection.close()

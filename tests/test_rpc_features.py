@@ -19,23 +19,6 @@ from helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def spy(amqp_url):
-    """``spy(exchange, routing_key)``: a Queue receiving a copy of every message published so."""
-    connection = connect(amqp_url)
-
-    def attach(exchange: str, routing_key: str = "") -> Queue:
-        channel = connection.channel()
-        name = channel.queue_declare("", exclusive=True).queue
-        channel.queue_bind(name, exchange, routing_key)
-        copies: Queue = Queue()
-        channel.basic_consume(name, copies.put, no_ack=True)
-        return copies
-
-    yield attach
-    connection.close()
-
-
 def test_cast_runs_once_and_is_confirmed(make_server, make_client):
     server = make_server()
     seen: Queue = Queue()

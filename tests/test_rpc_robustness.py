@@ -1,0 +1,106 @@
+"""Handlers and callers that misbehave: the server and the client keep their promises anyway."""
+
+from __future__ import annotations
+
+import logging
+
+import gevent
+import pytest
+from gevent.queue import Queue
+
+from amphora import MsgpackSerializer, RemoteException
+from helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_handler_escaping_with_a_base_exception_is_answered(make_server, make_client):
+    server = make_server()
+
+    @server.add_function
+    def own_timeout():
+        with gevent.Timeout(0.01):
+            gevent.sleep(1)
+
+    @server.add_function
+    def exits():
+        raise SystemExit(3)
+
+    server.add_function(lambda: "alive", name="ping")
+    server.serve()
+    client = make_client()
+    with pytest.raises(RemoteException, match="Timeout"):
+        client.call(timeout=10).own_timeout()
+    with pytest.raises(RemoteException) as info:
+        client.call(timeout=10).exits()
+    assert info.value.error_type == "SystemExit" and info.value.args == (3,)
+    assert client.call.ping() == "alive"
+
+
+def test_unencodable_call_options_fail_the_call_and_leave_nothing_behind(make_server, make_client):
+    server = make_server()
+    server.add_function(lambda: "alive", name="ping")
+    server.serve()
+    client = make_client()
+    with pytest.raises((ValueError, TypeError)):
+        client.call(priority=300).ping()
+    with pytest.raises((ValueError, TypeError)):
+        client.call(headers={"odd": object()}).ping()
+    assert len(client._outbox) == 0
+    assert client.call.ping() == "alive"
+
+
+def test_reserved_headers_are_refused_and_reply_headers_cannot_pose_as_amphoras(make_server, make_client, spy):
+    server = make_server()
+
+    @server.add_function(context=True)
+    def pose(ctx):
+        ctx.reply_headers.update({"x-amphora-server": "impostor", "x-mine": 1})
+        return "ok"
+
+    server.serve()
+    client = make_client()
+    with pytest.raises(ValueError, match="x-amphora-cast"):
+        client.call(headers={"x-amphora-cast": True}).pose()
+    replies = spy(client.topology.response_exchange, client.uuid)
+    assert client.call.pose() == "ok"
+    headers = replies.get(timeout=5).properties.headers
+    assert headers["x-amphora-server"] == server.name and headers["x-mine"] == 1
+
+
+def test_failed_casts_are_logged(make_server, make_client, caplog):
+    server = make_server()
+    server.add_function(lambda: 1 / 0, name="broken")
+    server.serve()
+    with caplog.at_level(logging.WARNING, logger="amphora.server"):
+        make_client().cast.broken().get(timeout=10)
+        wait_until(lambda: "cast of broken failed" in caplog.text)
+
+
+def test_concurrency_bounds_handlers_across_every_queue(make_server, make_client):
+    server = make_server(concurrency=2)
+    running, peak = [0], [0]
+
+    def work():
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        gevent.sleep(0.05)
+        running[0] -= 1
+
+    server.add_function(work)
+    server.serve()
+    server.create_new_request_queue("side")
+    server.receive_from_queue("side", block=False)
+    client = make_client()
+    results = [client.defer(routing_key=key).work() for key in ("", "side") * 6]
+    for result in results:
+        result.get(timeout=20)
+    assert peak[0] == 2
+
+
+def test_events_are_decoded_by_their_own_content_type(make_client):
+    publisher, subscriber = make_client(serializer=MsgpackSerializer), make_client()
+    events: Queue = Queue()
+    subscriber.subscribe("bin.*", lambda topic, data: events.put(data))
+    publisher.publish("bin.x", b"\x00\xff").get(timeout=10)
+    assert events.get(timeout=10) == b"\x00\xff"
