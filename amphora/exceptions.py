@@ -10,11 +10,15 @@ class AmphoraError(Exception):
 
 
 class RemoteException(AmphoraError):
-    """The remote function raised an exception; ``error_type`` is its class name, ``args`` its arguments."""
+    """The remote function raised an exception; ``error_type`` is its class name, ``args`` its arguments,
+    and ``traceback`` the remote traceback as text when the server sends them (``tracebacks=True``)."""
 
-    def __init__(self, error_type: str, args: tuple[Any, ...] | list[Any] = ()) -> None:
+    def __init__(
+        self, error_type: str, args: tuple[Any, ...] | list[Any] = (), traceback: str | None = None
+    ) -> None:
         super().__init__(*args)
         self.error_type = error_type
+        self.traceback = traceback
 
     def __str__(self) -> str:
         detail = ", ".join(repr(a) if not isinstance(a, str) else a for a in self.args)
@@ -24,7 +28,7 @@ class RemoteException(AmphoraError):
         return f"RemoteException({self.error_type!r}, {self.args!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteException, (self.error_type, self.args))
+        return (RemoteException, (self.error_type, self.args, self.traceback))
 
 
 class WrongRequest(AmphoraError):

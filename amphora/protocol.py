@@ -163,13 +163,19 @@ def encode_result(serializer: Serializer, value: Any) -> bytes:
         return encode_exception(serializer, "TypeError", (f"the result cannot be serialized: {exc}",))
 
 
-def encode_exception(serializer: Serializer, error_type: str, args: tuple[Any, ...]) -> bytes:
-    """An exception reply; arguments the serializer cannot encode are sent as their repr."""
+def encode_exception(
+    serializer: Serializer, error_type: str, args: tuple[Any, ...], traceback: str | None = None
+) -> bytes:
+    """An exception reply (with the traceback text if given); arguments the serializer cannot encode are
+    sent as their repr."""
+    error: dict[str, Any] = {"type": error_type, "args": list(args)}
+    if traceback is not None:
+        error["traceback"] = traceback
     try:
-        return serializer.dumps({"exception": {"type": error_type, "args": list(args)}})
+        return serializer.dumps({"exception": error})
     except (TypeError, ValueError, OverflowError):
-        encodable = [arg if _encodable(serializer, arg) else repr(arg) for arg in args]
-        return serializer.dumps({"exception": {"type": error_type, "args": encodable}})
+        error["args"] = [arg if _encodable(serializer, arg) else repr(arg) for arg in args]
+        return serializer.dumps({"exception": error})
 
 
 def _encodable(serializer: Serializer, value: Any) -> bool:
@@ -191,5 +197,8 @@ def decode_reply(serializer: Serializer, body: bytes) -> Any:
             return reply["result"]
         error = reply.get("exception")
         if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("args", []), list):
-            raise RemoteException(error["type"], tuple(error.get("args", [])))
+            traceback = error.get("traceback")
+            raise RemoteException(
+                error["type"], tuple(error.get("args", [])), traceback if isinstance(traceback, str) else None
+            )
     raise WrongResult(f"a reply must hold 'result' or 'exception', got {str(reply)[:200]!r}")

@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from traceback import format_exception
 from typing import Any, TypeVar, overload
 
 import gevent
@@ -98,6 +99,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         max_priority: int | None = None,
         queue_type: str = "classic",
         metrics: Metrics | None = None,
+        tracebacks: bool = False,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -128,6 +130,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
         self._outbox = Outbox(self._publisher)
         self.metrics = metrics
+        self.tracebacks = tracebacks
         if metrics is not None:
             watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
         for link in (self._consumer, self._publisher):
@@ -332,7 +335,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
             raise
         except BaseException as exc:  # a handler's own gevent.Timeout or SystemExit is its failure too
             failure = exc
-            body = encode_exception(serializer, type(exc).__name__, exc.args)
+            trace = "".join(format_exception(exc)) if self.tracebacks else None
+            body = encode_exception(serializer, type(exc).__name__, exc.args, trace)
         if self.metrics is not None:
             self.metrics.request_done(self.service_name, func_name, time.monotonic() - started, outcome(failure))
         if cast:

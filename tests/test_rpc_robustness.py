@@ -104,3 +104,23 @@ def test_events_are_decoded_by_their_own_content_type(make_client):
     subscriber.subscribe("bin.*", lambda topic, data: events.put(data))
     publisher.publish("bin.x", b"\x00\xff").get(timeout=10)
     assert events.get(timeout=10) == b"\x00\xff"
+
+
+def test_tracebacks_only_when_the_server_sends_them(make_server, make_client):
+    def fail() -> None:
+        raise KeyError("deep")
+
+    quiet, verbose = make_server(), make_server(tracebacks=True, consume_default_queue=False)
+    quiet.add_function(fail)
+    verbose.add_function(fail)
+    quiet.serve()
+    verbose.serve()
+    verbose.create_new_request_queue("verbose")
+    verbose.receive_from_queue("verbose", block=False)
+    client = make_client()
+    with pytest.raises(RemoteException) as info:
+        client.call.fail()
+    assert info.value.traceback is None
+    with pytest.raises(RemoteException) as info:
+        client.call(routing_key="verbose").fail()
+    assert "in fail" in info.value.traceback and "KeyError: 'deep'" in info.value.traceback
