@@ -34,6 +34,7 @@ setup(
             "msgpack>=1.0",
             "orjson>=3.9",
             "prometheus_client>=0.17",
+            "ruff>=0.17,<0.18",  # pinned to a minor version: formatting rules change between them
             "sphinx>=7",
             "furo>=2024.1.29",
         ],
