@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gevent.queue import Queue
 
-from amphora import AmqpRpcClient, AmqpRpcServer
+from amphora import AmqpRpcClient, AmqpRpcFanoutClient, AmqpRpcServer
 from amphora.amqp import connect
 from helpers import ServerProcess
 
@@ -20,32 +22,33 @@ def service() -> str:
     return f"svc{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def make_server(amqp_url, service):
-    servers = []
+def stopped_at_the_end(kind: type, service: str, url: str) -> Iterator[Callable[..., Any]]:
+    """A factory of ``kind(service, url=url, **options)`` whose products are stopped when the test ends."""
+    made = []
 
-    def make(**options) -> AmqpRpcServer:
-        server = AmqpRpcServer(service, url=amqp_url, **options)
-        servers.append(server)
-        return server
+    def make(**options: Any) -> Any:
+        instance = kind(service, url=url, **options)
+        made.append(instance)
+        return instance
 
     yield make
-    for server in servers:
-        server.stop()
+    for instance in made:
+        instance.stop()
+
+
+@pytest.fixture
+def make_server(amqp_url, service):
+    yield from stopped_at_the_end(AmqpRpcServer, service, amqp_url)
 
 
 @pytest.fixture
 def make_client(amqp_url, service):
-    clients = []
+    yield from stopped_at_the_end(AmqpRpcClient, service, amqp_url)
 
-    def make(**options) -> AmqpRpcClient:
-        client = AmqpRpcClient(service, url=amqp_url, **options)
-        clients.append(client)
-        return client
 
-    yield make
-    for client in clients:
-        client.stop()
+@pytest.fixture
+def make_fanout_client(amqp_url, service):
+    yield from stopped_at_the_end(AmqpRpcFanoutClient, service, amqp_url)
 
 
 @pytest.fixture

@@ -50,3 +50,17 @@ def wait_until(condition, timeout: float = 10, interval: float = 0.02) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         gevent.sleep(interval)
+
+
+class Occupancy:
+    """A handler that takes ``seconds`` per call and records the most calls that ever ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = self.peak = 0
+
+    def __call__(self) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        gevent.sleep(self.seconds)
+        self.running -= 1

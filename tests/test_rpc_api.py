@@ -23,6 +23,7 @@ from amphora import (
 from amphora.amqp import Properties, connect
 from amphora.amqp.errors import AuthenticationError, VhostNotAllowed
 from amphora.protocol import HEADER_CLIENT
+from helpers import Occupancy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -218,21 +219,14 @@ def test_duplicate_request_runs_once(make_server, make_client, amqp_url, service
 
 def test_concurrency_is_bounded(make_server, make_client):
     server = make_server(concurrency=2)
-    running, peak = [0], [0]
-
-    def work():
-        running[0] += 1
-        peak[0] = max(peak[0], running[0])
-        gevent.sleep(0.1)
-        running[0] -= 1
-
-    server.add_function(work)
+    work = Occupancy(0.1)
+    server.add_function(work, name="work")
     server.serve()
     client = make_client()
     results = [client.defer.work() for _ in range(8)]
     for r in results:
         r.get(timeout=10)
-    assert peak[0] == 2
+    assert work.peak == 2
 
 
 def test_blocking_handlers_run_in_threads(make_server, make_client):

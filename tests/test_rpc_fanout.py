@@ -8,7 +8,6 @@ import time
 import pytest
 
 from amphora import (
-    AmqpRpcFanoutClient,
     AmqpRpcFanoutServer,
     RemoteException,
     Unroutable,
@@ -18,20 +17,6 @@ from amphora.amqp.errors import NotFound
 from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def make_fanout_client(amqp_url, service):
-    clients = []
-
-    def make(**options) -> AmqpRpcFanoutClient:
-        client = AmqpRpcFanoutClient(service, url=amqp_url, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora import MsgpackSerializer, RemoteException
-from helpers import wait_until
+from helpers import Occupancy, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,15 +79,8 @@ def test_failed_casts_are_logged(make_server, make_client, caplog):
 
 def test_concurrency_bounds_handlers_across_every_queue(make_server, make_client):
     server = make_server(concurrency=2)
-    running, peak = [0], [0]
-
-    def work():
-        running[0] += 1
-        peak[0] = max(peak[0], running[0])
-        gevent.sleep(0.05)
-        running[0] -= 1
-
-    server.add_function(work)
+    work = Occupancy(0.05)
+    server.add_function(work, name="work")
     server.serve()
     server.create_new_request_queue("side")
     server.receive_from_queue("side", block=False)
@@ -95,7 +88,7 @@ def test_concurrency_bounds_handlers_across_every_queue(make_server, make_client
     results = [client.defer(routing_key=key).work() for key in ("", "side") * 6]
     for result in results:
         result.get(timeout=20)
-    assert peak[0] == 2
+    assert work.peak == 2
 
 
 def test_events_are_decoded_by_their_own_content_type(make_client):
