@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench import clients, driver
-from bench.common import broker, environment, medians, number, render
+from bench.common import add_run_options, broker, environment, medians, number, render
 
 OURS = "amphora"
 
@@ -95,10 +95,7 @@ def table(medians: dict, ratios: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.amqp_layer", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="use this broker instead of starting a private node")
-    parser.add_argument("--runs", type=int, help="runs per client and workload (default 5, or 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="smaller workloads and one run: a smoke test")
-    parser.add_argument("--json", metavar="FILE", help="also write every result, the medians and ratios here")
+    add_run_options(parser, "runs per client and workload (default 5, or 1 with --quick)")
     parser.add_argument("--clients", default=",".join(clients.CLIENTS), help="comma-separated (default: all)")
     parser.add_argument("--workloads", default=",".join(driver.WORKLOADS), help="comma-separated (default: all)")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@ number formatting, the text table and the environment line."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -59,3 +60,11 @@ def environment(libraries: Sequence[str] = ("gevent", "pamqp")) -> dict[str, str
     """Python version, CPU count and the versions of ``libraries``."""
     versions = {lib: metadata.version(lib) for lib in libraries}
     return {"python": platform.python_version(), "cpus": str(os.cpu_count()), **versions}
+
+
+def add_run_options(parser: argparse.ArgumentParser, runs_help: str) -> None:
+    """The options every benchmark command takes: --url, --runs, --quick, --json."""
+    parser.add_argument("--url", help="use this broker instead of starting a private node")
+    parser.add_argument("--runs", type=int, help=runs_help)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and one run: a smoke test")
+    parser.add_argument("--json", metavar="FILE", help="also write every result, the medians and ratios here")

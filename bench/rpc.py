@@ -37,7 +37,7 @@ from amphora import AmqpRpcClient, amqp
 from amphora.amqp.errors import AMQPError
 from amphora.topology import ServiceTopology
 from bench import clients, driver
-from bench.common import broker, environment, medians, number, render
+from bench.common import add_run_options, broker, environment, medians, number, render
 from bench.rpc_server import MODES
 
 RAW = "raw"
@@ -526,10 +526,7 @@ def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], siz
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rpc", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="use this broker instead of starting a private node")
-    parser.add_argument("--runs", type=int, help="runs of W1-W3 (default 5, or 1 with --quick); M-* run once")
-    parser.add_argument("--quick", action="store_true", help="smaller workloads and one run: a smoke test")
-    parser.add_argument("--json", metavar="FILE", help="also write every result, the medians and ratios here")
+    add_run_options(parser, "runs of W1-W3 (default 5, or 1 with --quick); M-* run once")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: all)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: all)")
     parser.add_argument(
