@@ -345,7 +345,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
             message_id=request_id,
             reply_to=None if cast else self.uuid,
             expiration=expiration,
-            timestamp=int(now),  # whole seconds: what AMQP carries
+            # whole seconds, what AMQP carries: pamqp types timestamp as datetime, amphora's own properties
+            # codec (amqp/properties.py) encodes ints and datetimes alike
+            timestamp=int(now),  # type: ignore[arg-type]
             headers=all_headers,
         )
 
@@ -378,7 +380,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         if "x-death" in headers:  # one of our requests, dead-lettered unexecuted
             request_id = properties.message_id or ""
             pending = self._pending.get(request_id)
-            reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"
+            # x-death is RabbitMQ's array of tables; pamqp types a header value as any AMQP field value
+            reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"  # type: ignore[index, union-attr]
             if pending is not None and pending.expired(str(reason)):
                 del self._pending[request_id]
         else:

@@ -13,9 +13,7 @@ class RemoteException(AmphoraError):
     """The remote function raised an exception; ``error_type`` is its class name, ``args`` its arguments,
     and ``traceback`` the remote traceback as text when the server sends them (``tracebacks=True``)."""
 
-    def __init__(
-        self, error_type: str, args: tuple[Any, ...] | list[Any] = (), traceback: str | None = None
-    ) -> None:
+    def __init__(self, error_type: str, args: tuple[Any, ...] | list[Any] = (), traceback: str | None = None) -> None:
         super().__init__(*args)
         self.error_type = error_type
         self.traceback = traceback

@@ -87,4 +87,4 @@ class AmqpRpcFanoutClient(AmqpRpcClient):
         result: AsyncResult = self._request(
             func_name, args, kwargs, timeout=timeout, make_pending=lambda f, t: PendingGather(f, t, expect)
         )
-        return result.get()  # type: ignore[no-any-return]
+        return result.get()

@@ -270,8 +270,8 @@ class Link:
                 elif consumer_id in self._consumers:
                     self._start_consumer(channel, consumer)
         self.generation += 1
-        for hook in self._on_ready:
-            hook(channel)
+        for ready_hook in self._on_ready:
+            ready_hook(channel)
         self.ready.set()
         log.info("%s: connected to %s", self.name, parameters.url)
 

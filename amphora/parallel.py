@@ -25,5 +25,5 @@ def parallel(*results: AsyncResult, timeout: float | None = None, return_excepti
         elif return_exceptions:
             values.append(result.exception)
         else:
-            raise result.exception  # type: ignore[misc]
+            raise result.exception
     return values

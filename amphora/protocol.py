@@ -66,7 +66,7 @@ class JsonSerializer:
     def dumps(self, value: Any) -> bytes:
         if self._fast_dumps is not None:
             try:
-                return self._fast_dumps(value)  # type: ignore[no-any-return]
+                return self._fast_dumps(value)
             except TypeError:
                 pass
         return self._encoder.encode(value).encode()
@@ -125,7 +125,7 @@ def make_serializer(serializer: Serializer | type | None) -> Serializer:
     if serializer is None:
         return JsonSerializer()
     if isinstance(serializer, type):
-        return serializer()  # type: ignore[no-any-return]
+        return serializer()
     return serializer
 
 

@@ -356,7 +356,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def _reply(
         self, message: Message, body: bytes, serializer: Serializer, headers: dict[str, Any] | None = None
     ) -> None:
-        request_id = message.properties.message_id
+        # never None here: _handle and _refuse only reply to requests that carry a message_id
+        request_id: str = message.properties.message_id  # type: ignore[assignment]
         body, encoding = compress(body, self.compress_threshold)
         properties = Properties(
             content_type=serializer.content_type,

@@ -175,7 +175,7 @@ class RabbitNode:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> RabbitNode:
+    def start(self) -> Self:
         """Start the node and wait until it accepts AMQP connections (and TLS ones, with ``tls``)."""
         if self.running:
             return self
@@ -417,7 +417,7 @@ class RabbitCluster:
         """The AMQP URL of every node, in node order (give them all to clients and servers: ``urls=``)."""
         return [node.url for node in self.nodes]
 
-    def start(self, index: int | None = None) -> RabbitCluster:
+    def start(self, index: int | None = None) -> Self:
         """Start every node (in parallel) and join them into a cluster; return once all accept AMQP.
 
         With ``index``, start only that node again (after :meth:`kill`), on its ports and data: it rejoins

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import gevent
 from gevent.event import AsyncResult
@@ -372,23 +372,23 @@ class Channel:
         assert method is not None and header is not None
         self._content_method = self._content_header = None
         self._content_parts = []
-        message = Message(self, body, header.properties, method.exchange, method.routing_key)
+        message = Message(self, body, header.properties, method.exchange, cast(str, method.routing_key))
         if isinstance(method, Basic.Deliver):
             message.delivery_tag = method.delivery_tag
             message.redelivered = method.redelivered
             message.consumer_tag = method.consumer_tag
-            consumer = self._consumers.get(method.consumer_tag)
+            consumer = self._consumers.get(cast(str, method.consumer_tag))
             if consumer is None:
                 log.warning("delivery for unknown consumer %r on channel %d", method.consumer_tag, self.id)
                 return
             if not consumer.no_ack:
-                self._unacked[method.delivery_tag] = None
+                self._unacked[cast(int, method.delivery_tag)] = None
             try:
                 consumer.on_message(message)
             except Exception:
                 log.exception("consumer callback %r failed", consumer.on_message)
         else:
-            self._on_returned(message, MessageReturned(method.reply_code, method.reply_text, message))
+            self._on_returned(message, MessageReturned(cast(int, method.reply_code), method.reply_text, message))
 
     def _on_returned(self, message: Message, error: MessageReturned) -> None:
         headers = message.properties.headers or {}
@@ -429,13 +429,13 @@ class Channel:
         self._lowest_unconfirmed = lowest
 
     def _on_server_cancel(self, frame: Basic.Cancel) -> None:
-        consumer = self._consumers.pop(frame.consumer_tag, None)
+        consumer = self._consumers.pop(cast(str, frame.consumer_tag), None)
         if not frame.nowait:
             self._send(frames.method_frame(self.id, Basic.CancelOk(consumer_tag=frame.consumer_tag)))
         log.info("the broker cancelled consumer %r on channel %d", frame.consumer_tag, self.id)
         if consumer is not None and consumer.on_cancel is not None:
             try:
-                consumer.on_cancel(frame.consumer_tag)
+                consumer.on_cancel(cast(str, frame.consumer_tag))
             except Exception:
                 log.exception("cancel callback %r failed", consumer.on_cancel)
 
@@ -445,7 +445,7 @@ class Channel:
     def _on_server_close(self, frame: commands.Channel.Close) -> None:
         self._send(frames.method_frame(self.id, commands.Channel.CloseOk()))
         self.connection.forget_channel(self.id)
-        self.fail(channel_error(frame.reply_code, str(frame.reply_text)))
+        self.fail(channel_error(cast(int, frame.reply_code), str(frame.reply_text)))
 
     # --- closing -------------------------------------------------------------------------------
 

@@ -15,12 +15,13 @@ import platform
 import socket as _stdlib_socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult, Event
 from pamqp import commands
+from pamqp.common import FieldTable
 
 from . import frames
 from .channel import Channel
@@ -45,7 +46,7 @@ WRITE_BACKLOG_LIMIT = 4 * 1024 * 1024
 SILENT_TICKS_LIMIT = 4
 """Heartbeat ticks (half intervals) without a byte from the broker before the connection counts as lost."""
 
-CLIENT_CAPABILITIES = {
+CLIENT_CAPABILITIES: FieldTable = {
     "publisher_confirms": True,
     "consumer_cancel_notify": True,
     "exchange_exchange_bindings": True,
@@ -179,7 +180,7 @@ class Connection:
         channel, _, payload = self._handshake_frames.popleft()
         if isinstance(payload, commands.Connection.Close):
             self._send_now(commands.Connection.CloseOk())
-            raise connection_error(payload.reply_code, f"{payload.reply_text} ({self.parameters.url})")
+            raise connection_error(cast(int, payload.reply_code), f"{payload.reply_text} ({self.parameters.url})")
         if channel != 0 or not isinstance(payload, method_class):
             raise ProtocolError(f"expected {method_class.__name__} {stage}, got {payload!r}")
         return payload
@@ -288,7 +289,7 @@ class Connection:
             return
         if isinstance(payload, commands.Connection.Close):
             self._send_quietly(frames.method_frame(0, commands.Connection.CloseOk()))
-            raise connection_error(payload.reply_code, str(payload.reply_text))
+            raise connection_error(cast(int, payload.reply_code), str(payload.reply_text))
         if isinstance(payload, commands.Connection.CloseOk):
             self._close_ok.set(None)
         elif isinstance(payload, commands.Connection.Blocked):

@@ -102,7 +102,7 @@ def _decode(frame_type: int, payload: bytes) -> Payload:
     raise ProtocolError(f"unknown frame type {frame_type}")
 
 
-def _frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+def _frame(frame_type: int, channel: int, payload: bytes | memoryview) -> bytes:
     return b"".join((_FRAME_HEAD.pack(frame_type, channel, len(payload)), payload, _END))
 
 
