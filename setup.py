@@ -35,6 +35,7 @@ setup(
             "orjson>=3.9",
             "prometheus_client>=0.17",
             "ruff>=0.17,<0.18",  # pinned to a minor version: formatting rules change between them
+            "mypy>=2.4,<2.5",
             "sphinx>=7",
             "furo>=2024.1.29",
         ],
