@@ -69,13 +69,6 @@ CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
 
 
-def _check_headers(headers: dict[str, Any] | None) -> None:
-    """Refuse caller headers that would pose as amphora's own (``x-amphora-*``, ``amphora-*``)."""
-    reserved = [name for name in headers or () if name.startswith(("x-amphora-", "amphora-"))]
-    if reserved:
-        raise ValueError(f"headers {', '.join(reserved)} are amphora's own: choose other names")
-
-
 class RequestIds:
     """Unique request ids, cheaply: a random prefix per client instance and a counter.
 
@@ -267,7 +260,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         **options: Any,
     ) -> AsyncResult:
         """Publish a request and return the AsyncResult of its reply."""
-        _check_headers(options.get("headers"))
+        self._check_options(options)
         timeout = self.timeout if timeout is None else timeout
         request_id = self._request_ids.next()
         pending = self._pending[request_id] = make_pending(func_name, timeout)
@@ -296,7 +289,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         **options: Any,
     ) -> AsyncResult:
         """Publish a request that wants no reply; the AsyncResult is set (to None) once the broker has it."""
-        _check_headers(options.get("headers"))
+        self._check_options(options)
         confirmed = AsyncResult()
 
         def on_published(error: BaseException | None) -> None:
@@ -311,6 +304,14 @@ class AmqpRpcClient(PubSub, RequestQueues):
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, confirmed, time.monotonic())
         return confirmed
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Refuse call options that cannot do what they say, before anything is sent."""
+        reserved = [name for name in options.get("headers") or () if name.startswith(("x-amphora-", "amphora-"))]
+        if reserved:
+            raise ValueError(f"headers {', '.join(reserved)} are amphora's own: choose other names")
+        if options.get("priority") is not None and self.topology.max_priority is None:
+            raise ValueError("priority= needs request queues with priorities: give the client max_priority=")
 
     def _publish_request(
         self,

@@ -117,3 +117,8 @@ def test_tracebacks_only_when_the_server_sends_them(make_server, make_client):
     with pytest.raises(RemoteException) as info:
         client.call(routing_key="verbose").fail()
     assert "in fail" in info.value.traceback and "KeyError: 'deep'" in info.value.traceback
+
+
+def test_priority_without_priority_queues_is_refused(make_client):
+    with pytest.raises(ValueError, match="max_priority"):
+        make_client().call(priority=5).anything()
