@@ -49,6 +49,7 @@ from .protocol import (
     HEADER_SERVER,
     HEADER_VERSION,
     PROTOCOL_VERSION,
+    RESERVED_HEADER_PREFIXES,
     WRONG_REQUEST,
     Serializer,
     decode_reply,
@@ -275,7 +276,12 @@ class AmqpRpcClient(PubSub, RequestQueues):
             if published is not None:
                 published.set()
 
-        self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
+        try:
+            self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
+        except BaseException:  # e.g. arguments the serializer cannot encode: the call never started
+            self._pending.pop(request_id, None)
+            pending.cancel()
+            raise
         if published is not None:
             published.wait()
         return pending.result
@@ -307,7 +313,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Refuse call options that cannot do what they say, before anything is sent."""
-        reserved = [name for name in options.get("headers") or () if name.startswith(("x-amphora-", "amphora-"))]
+        reserved = [name for name in options.get("headers") or () if name.startswith(RESERVED_HEADER_PREFIXES)]
         if reserved:
             raise ValueError(f"headers {', '.join(reserved)} are amphora's own: choose other names")
         if options.get("priority") is not None and self.topology.max_priority is None:
@@ -376,16 +382,19 @@ class AmqpRpcClient(PubSub, RequestQueues):
     # --- replies (reader greenlet) -------------------------------------------------------------
 
     def _on_reply(self, message: Message) -> None:
+        """A reply from the service's reply exchange, or one of our requests dead-lettered back unexecuted;
+        anything else in the reply queue (published there by someone else) is dropped."""
         properties = message.properties
         headers = properties.headers or {}
-        if "x-death" in headers:  # one of our requests, dead-lettered unexecuted
+        if message.exchange == self.topology.dead_exchange and isinstance(headers.get("x-death"), list):
             request_id = properties.message_id or ""
             pending = self._pending.get(request_id)
-            # x-death is RabbitMQ's array of tables; pamqp types a header value as any AMQP field value
-            reason = headers["x-death"][0].get("reason", "expired") if headers["x-death"] else "expired"  # type: ignore[index, union-attr]
+            deaths = headers["x-death"]
+            first = deaths[0] if deaths and isinstance(deaths[0], dict) else {}  # type: ignore[index]
+            reason = first.get("reason", "expired")
             if pending is not None and pending.expired(str(reason)):
                 del self._pending[request_id]
-        else:
+        elif message.exchange == self.topology.response_exchange:
             request_id = properties.correlation_id or ""
             pending = self._pending.get(request_id)
             if pending is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
+
+from .amqp.properties import encode_table
+from .protocol import RESERVED_HEADER_PREFIXES
 
 
 @dataclass
@@ -23,6 +27,19 @@ class RequestContext:
     headers: dict[str, Any]
     server: Any
     reply_headers: dict[str, Any] = field(default_factory=dict)
+
+
+def checked_reply_headers(context: RequestContext) -> dict[str, Any]:
+    """The handler's reply headers, without names amphora keeps for itself; ValueError if AMQP cannot
+    carry them."""
+    headers = {
+        name: value for name, value in context.reply_headers.items() if not name.startswith(RESERVED_HEADER_PREFIXES)
+    }
+    try:
+        encode_table(headers)
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        raise ValueError(f"the handler's reply headers cannot be sent: {exc}") from None
+    return headers
 
 
 @dataclass(frozen=True)

@@ -101,13 +101,18 @@ class Link:
         self._on_ready.append(hook)
 
     def declare(self, declarations: Sequence[Declaration]) -> None:
-        """Declare now if connected, and again after every reconnect."""
+        """Declare now if connected, and again after every reconnect. If the broker refuses them now
+        (ChannelClosed: no permission, other arguments...), they are forgotten and the error raised."""
         new = [d for d in declarations if d not in self._declarations]
         self._declarations.extend(new)
         channel = self._live_channel()
         if channel is not None:
-            for declaration in new:
-                declaration.declare(channel)
+            try:
+                for declaration in new:
+                    declaration.declare(channel)
+            except ChannelClosed:
+                self.forget(new)
+                raise
 
     def forget(self, declarations: Sequence[Declaration]) -> None:
         """Stop re-declaring these after reconnects."""
@@ -129,12 +134,17 @@ class Link:
         and ``on_cancel`` called, as when the broker cancels it, instead of failing the link.
         """
         self._consumer_ids += 1
+        consumer_id = self._consumer_ids
         consumer = _Consumer(queue, on_message, on_cancel, no_ack, prefetch, optional)
-        self._consumers[self._consumer_ids] = consumer
+        self._consumers[consumer_id] = consumer
         channel = self._live_channel()
         if channel is not None:
-            self._start_consumer(channel, consumer)
-        return self._consumer_ids
+            try:
+                self._start_consumer(channel, consumer)
+            except ChannelClosed:  # refused now (no permission, no queue): it is not kept either
+                del self._consumers[consumer_id]
+                raise
+        return consumer_id
 
     def remove_consumer(self, consumer_id: int) -> None:
         """Cancel a consumer (deliveries already sent still reach its callback)."""

@@ -7,13 +7,17 @@ its registry as usual, e.g. ``prometheus_client.start_http_server(8000)``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 
 class Metrics:
-    """The hooks, all doing nothing. ``outcome`` is ``"ok"`` or the name of the exception class."""
+    """The hooks, all doing nothing. ``outcome`` is ``"ok"`` or the name of the exception class. A hook
+    that raises is logged and otherwise ignored."""
 
     def call_done(self, service: str, function: str, seconds: float, outcome: str) -> None:
         """A client's call (or gather, or cast) ended, ``seconds`` after it was made."""
@@ -63,6 +67,14 @@ class PrometheusMetrics(Metrics):
         self._outbox.labels(link).set_function(depth)
 
 
+def safely(hook: Callable[..., None], *args: Any) -> None:
+    """Call a metrics hook; a hook that fails is logged, never allowed to disturb the call or the link."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("metrics hook %r failed", hook)
+
+
 def outcome(error: BaseException | None) -> str:
     """``"ok"``, or the class name of the error."""
     return "ok" if error is None else type(error).__name__
@@ -71,12 +83,14 @@ def outcome(error: BaseException | None) -> str:
 def watch_links(metrics: Metrics, links: tuple[Any, ...], outbox_link: Any, outbox: Any) -> None:
     """Report every connection of ``links`` and the depth of ``outbox``."""
     for link in links:
-        link.on_ready(lambda channel, name=link.name: metrics.connected(name))
+        link.on_ready(lambda channel, name=link.name: safely(metrics.connected, name))
     metrics.watch_outbox(outbox_link.name, outbox.__len__)
 
 
 def report_call(metrics: Metrics, service: str, function: str, result: Any, started: float) -> None:
     """Report a call when its AsyncResult settles."""
     result.rawlink(
-        lambda settled: metrics.call_done(service, function, time.monotonic() - started, outcome(settled.exception))
+        lambda settled: safely(
+            metrics.call_done, service, function, time.monotonic() - started, outcome(settled.exception)
+        )
     )

@@ -4,7 +4,9 @@ A message is published at once when its link is up and fewer than ``window`` mes
 otherwise it queues, and a pump greenlet publishes it when the link is up and the window has room. If the
 connection is lost before the confirm, the message stays: after the reconnect every message not published
 on the new connection is published again, in order, before any new one. A nacked message is published
-again; a returned (unroutable) one leaves with that error. A full outbox (``limit`` messages) makes
+again; a returned (unroutable) one leaves with that error; one the broker refuses (it closes the channel:
+no write permission, no such exchange) is found by publishing one at a time after the refusal, and leaves
+with that error. A full outbox (``limit`` messages) makes
 ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
 """
 
@@ -20,7 +22,7 @@ import gevent
 from gevent.event import Event
 
 from .amqp import Channel, Confirmation, Properties
-from .amqp.errors import AMQPError, MessageNacked, MessageReturned
+from .amqp.errors import AMQPError, ChannelClosed, MessageNacked, MessageReturned
 from .exceptions import OutboxFull
 from .link import Link
 
@@ -32,7 +34,16 @@ DoneCallback = Callable[[BaseException | None], None]
 class Envelope:
     """One message in the outbox."""
 
-    __slots__ = ("body", "exchange", "generation", "key", "mandatory", "on_done", "properties", "routing_key")
+    __slots__ = (
+        "body",
+        "exchange",
+        "generation",
+        "key",
+        "mandatory",
+        "on_done",
+        "properties",
+        "routing_key",
+    )
 
     def __init__(
         self,
@@ -65,6 +76,7 @@ class Outbox:
         self._entries: dict[int, Envelope] = {}
         self._unsent: collections.deque[Envelope] = collections.deque()
         self._in_flight = 0  # published on the current connection, awaiting their confirms
+        self._careful_from: int | None = None  # from this link generation on, one message in flight at a time
         self._pump_wakeup = Event()
         self._pump: gevent.Greenlet | None = None
         self._keys = itertools.count()
@@ -96,7 +108,7 @@ class Outbox:
         envelope = Envelope(next(self._keys), exchange, routing_key, body, properties, mandatory, on_done)
         self._entries[envelope.key] = envelope
         self._empty.clear()
-        if not self._unsent and self._in_flight < self.window and self._link.ready.is_set():
+        if not self._unsent and self._in_flight < self._window() and self._link.ready.is_set():
             self._send(envelope)
         else:
             self._unsent.append(envelope)
@@ -106,6 +118,10 @@ class Outbox:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message is confirmed; False if ``timeout`` passed first."""
         return self._empty.wait(timeout)
+
+    def _window(self) -> int:
+        careful = self._careful_from is not None and self._link.generation >= self._careful_from
+        return 1 if careful else self.window
 
     def _wake_pump(self) -> None:
         self._pump_wakeup.set()
@@ -117,7 +133,7 @@ class Outbox:
         while True:
             self._pump_wakeup.wait()
             self._pump_wakeup.clear()
-            while self._unsent and self._in_flight < self.window:
+            while self._unsent and self._in_flight < self._window():
                 self._link.ready.wait()
                 envelope = self._unsent.popleft()
                 if envelope.key in self._entries and envelope.generation != self._link.generation:
@@ -149,10 +165,21 @@ class Outbox:
         error = confirmation.exception
         if error is None or isinstance(error, MessageReturned):
             self._finish(envelope, error)
+            if self._careful_from is not None and not self._unsent and not self._in_flight:
+                self._careful_from = None  # every message that shared the refusal is through
         elif isinstance(error, MessageNacked):
             log.warning("broker nacked a message to %r; publishing it again", envelope.exchange)
             envelope.generation = -1
             self._unsent.appendleft(envelope)
+        elif isinstance(error, ChannelClosed):
+            # The broker refused a publish (no write permission, no such exchange) and closed the channel:
+            # every message in flight got the error. To find the refused one, the next connections publish
+            # one message at a time; the one in flight when it happens again is it, and fails.
+            if self._careful_from is not None and generation >= self._careful_from:
+                log.warning("the broker refuses a message to %r: %s", envelope.exchange, error)
+                self._finish(envelope, error)
+            elif self._careful_from is None:
+                self._careful_from = generation + 1
         # on a lost connection the envelope stays; the replay after reconnecting sends it
         if self._unsent:
             self._wake_pump()

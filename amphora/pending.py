@@ -32,6 +32,11 @@ class PendingCall:
             self.timer = gevent.get_hub().loop.timer(self.timeout + expiry_grace(self.timeout))
             self.timer.start(on_timeout, *args)
 
+    def cancel(self) -> None:
+        """Forget the call: its timer stops and its result is never set."""
+        if self.timer is not None:
+            self.timer.close()
+
     def add_reply(self, server: str, value: Any, error: BaseException | None) -> bool:
         """Take a server's reply; True once the call is complete."""
         self.settle(value, error)

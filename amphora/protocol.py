@@ -32,6 +32,8 @@ HEADER_DEAD = "amphora-dead"
 """Set to ``refused`` on a request a server dead-lettered (``x-amphora-reason`` says why); no ``x-`` prefix
 either, as it is matched by a headers exchange."""
 HEADER_REASON = "x-amphora-reason"
+RESERVED_HEADER_PREFIXES = ("x-amphora-", "amphora-")
+"""Header names amphora keeps for itself: callers and handlers may not set them."""
 REFUSED = "refused"
 WRONG_REQUEST = "wrong-request"
 HANDLER_TIMEOUT = "handler-timeout"

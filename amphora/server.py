@@ -33,10 +33,10 @@ from .compression import (
     decompress,
 )
 from .config import broker_parameters
-from .exceptions import IgnoreRequest
-from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, invoke
+from .exceptions import HandlerTimeout, IgnoreRequest
+from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, checked_reply_headers, invoke
 from .link import Link, settle_quietly, start_links
-from .metrics import Metrics, outcome, watch_links
+from .metrics import Metrics, outcome, safely, watch_links
 from .outbox import Outbox
 from .protocol import (
     HANDLER_TIMEOUT,
@@ -328,7 +328,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             self._on_ignored(message)
             return
         except TimeLimitExceeded as exc:
-            failure = exc
+            failure = HandlerTimeout(*exc.args)  # as the caller sees it
             body = encode_exception(serializer, "HandlerTimeout", exc.args)
             error_header = {HEADER_ERROR: HANDLER_TIMEOUT}
         except GreenletExit:
@@ -338,13 +338,19 @@ class AmqpRpcServer(PubSub, RequestQueues):
             trace = "".join(format_exception(exc)) if self.tracebacks else None
             body = encode_exception(serializer, type(exc).__name__, exc.args, trace)
         if self.metrics is not None:
-            self.metrics.request_done(self.service_name, func_name, time.monotonic() - started, outcome(failure))
+            seconds = time.monotonic() - started
+            safely(self.metrics.request_done, self.service_name, func_name, seconds, outcome(failure))
         if cast:
             if failure is not None:
                 log.warning("cast of %s failed: %r", func_name, failure)
             self._finish_cast(message, request_id)
         else:
-            reply_headers = {**(context.reply_headers if context else {}), **(error_header or {})}
+            reply_headers = dict(error_header or {})
+            if context is not None and context.reply_headers:
+                try:
+                    reply_headers = {**checked_reply_headers(context), **reply_headers}
+                except ValueError as exc:
+                    body = encode_exception(serializer, "TypeError", exc.args)
             self._reply(message, body, serializer, reply_headers)
 
     def _finish_cast(self, message: Message, request_id: str) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 
 from amphora.amqp import ConnectionParameters, Properties, connect
+from amphora.amqp.errors import NotFound
 from amphora.link import Link
 from amphora.outbox import Outbox
 from amphora.topology import Queue
@@ -69,4 +70,15 @@ def test_messages_held_over_a_broker_restart_are_published_in_order(private_rabb
     assert set(numbers) == set(range(1000))  # at least once: a copy confirmed late may be there twice
     first_seen = sorted(set(numbers), key=numbers.index)
     assert first_seen == list(range(1000))  # in order
+    link.stop()
+
+
+def test_a_publish_the_broker_refuses_fails_alone_after_a_few_tries(amqp_url, service):
+    link, outbox = start_outbox(amqp_url, service, window=50)
+    outcomes: dict[str, AsyncResult] = {name: AsyncResult() for name in ("before", "refused", "after")}
+    for name, exchange in (("before", ""), ("refused", "no-such-exchange"), ("after", "")):
+        outbox.publish(exchange, service, name.encode(), Properties(), on_done=outcomes[name].set)
+    assert isinstance(outcomes["refused"].get(timeout=30), NotFound)
+    assert outcomes["before"].get(timeout=30) is None and outcomes["after"].get(timeout=30) is None
+    assert outbox.flush(timeout=10)
     link.stop()

@@ -186,7 +186,7 @@ def test_tune_function_chooses_the_routing_key(math_server, make_client):
     assert client.call.add(2, 2) == 4
 
 
-def test_malformed_reply_is_wrong_result(make_server, make_client, amqp_url):
+def test_malformed_reply_is_wrong_result(make_server, make_client, amqp_url, service):
     server = make_server()
     server.add_function(lambda: gevent.sleep(5), name="slow")
     server.serve()
@@ -194,7 +194,7 @@ def test_malformed_reply_is_wrong_result(make_server, make_client, amqp_url):
     result = client.defer.slow()
     request_id = next(iter(client._pending))
     channel = connect(amqp_url).channel()
-    channel.basic_publish(b"{not json", "", client.reply_queue, Properties(correlation_id=request_id))
+    channel.basic_publish(b"{not json", f"rpc_{service}_response", client.uuid, Properties(correlation_id=request_id))
     with pytest.raises(WrongResult):
         result.get(timeout=5)
 

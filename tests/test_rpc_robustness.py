@@ -9,6 +9,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora import MsgpackSerializer, RemoteException
+from amphora.amqp import Properties, connect
 from helpers import Occupancy, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -122,3 +123,35 @@ def test_tracebacks_only_when_the_server_sends_them(make_server, make_client):
 def test_priority_without_priority_queues_is_refused(make_client):
     with pytest.raises(ValueError, match="max_priority"):
         make_client().call(priority=5).anything()
+
+
+def test_unencodable_arguments_raise_at_once_and_leave_no_pending_call(make_client):
+    client = make_client()
+    with pytest.raises(TypeError):
+        client.defer.anything(object())
+    assert not client._pending
+
+
+def test_replies_only_count_from_the_reply_exchange(make_server, make_client, amqp_url):
+    server = make_server()
+    server.add_function(lambda: gevent.sleep(0.5) or "real", name="slow")
+    server.serve()
+    client = make_client()
+    result = client.defer.slow()
+    (request_id,) = client._pending
+    forged = Properties(correlation_id=request_id, headers={"x-amphora-server": "forger"})
+    connect(amqp_url).channel().basic_publish(b'{"result": "forged"}', "", client.reply_queue, forged)
+    assert result.get(timeout=10) == "real"
+
+
+def test_handler_reply_headers_that_cannot_be_sent_become_an_error_reply(make_server, make_client):
+    server = make_server()
+
+    @server.add_function(context=True)
+    def odd(ctx):
+        ctx.reply_headers["x-odd"] = object()
+        return "never sent"
+
+    server.serve()
+    with pytest.raises(RemoteException, match="reply headers cannot be sent"):
+        make_client().call(timeout=10).odd()
