@@ -391,8 +391,8 @@ class Channel:
             self._on_returned(message, MessageReturned(cast(int, method.reply_code), method.reply_text, message))
 
     def _on_returned(self, message: Message, error: MessageReturned) -> None:
-        headers = message.properties.headers or {}
-        confirmation = self._unconfirmed.pop(headers.get(PUBLISH_SEQ_HEADER), None)  # type: ignore[arg-type]
+        seq = (message.properties.headers or {}).get(PUBLISH_SEQ_HEADER)
+        confirmation = self._unconfirmed.pop(seq, None) if isinstance(seq, int) else None
         if confirmation is not None:
             confirmation.settle(error)
             return
