@@ -146,6 +146,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         persistent: bool = True,
         reply_queue_expires: float = 600.0,
         outbox_limit: int = 100_000,
+        outbox_block: bool = True,
         compress_threshold: int | None = DEFAULT_THRESHOLD,
         max_reply_size: int = DEFAULT_MAX_SIZE,
         max_priority: int | None = None,
@@ -175,7 +176,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         parameters = broker_parameters(url, urls, **connection_options)
         self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
         self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
-        self._outbox = Outbox(self._publisher, limit=outbox_limit)
+        self._outbox = Outbox(self._publisher, limit=outbox_limit, block=outbox_block)
         self.metrics = metrics
         if metrics is not None:
             watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)

@@ -8,7 +8,7 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from amphora import MsgpackSerializer, RemoteException
+from amphora import MsgpackSerializer, OutboxFull, RemoteException
 from amphora.amqp import Properties, connect
 from helpers import Occupancy, wait_until
 
@@ -155,3 +155,13 @@ def test_handler_reply_headers_that_cannot_be_sent_become_an_error_reply(make_se
     server.serve()
     with pytest.raises(RemoteException, match="reply headers cannot be sent"):
         make_client().call(timeout=10).odd()
+
+
+def test_full_outbox_raises_when_told_not_to_wait(make_client):
+    client = make_client(outbox_limit=3, outbox_block=False)
+    client.stop_publisher()  # nothing can be confirmed: the outbox fills up
+    for _ in range(3):
+        client.defer.anything()
+    with pytest.raises(OutboxFull):
+        client.defer.anything()
+    assert len(client._pending) == 3  # the refused call left nothing behind
