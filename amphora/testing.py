@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import gevent
@@ -147,6 +148,16 @@ def _find_binary(name: str) -> str:
     return found
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (state T in /proc)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+        stats = [Path(f"/proc/{pid}/task/{tid}/stat").read_text() for tid in threads]
+    except OSError:
+        return True  # gone, or no /proc: nothing left to wait for
+    return all(stat.rsplit(")", 1)[1].split()[0] in ("T", "t") for stat in stats)  # the field after "(name)"
+
+
 class RabbitNode:
     """One private RabbitMQ node: ``start()``, ``kill()``, ``pause()``/``resume()``, ``restart()``, ``stop()``.
 
@@ -196,8 +207,13 @@ class RabbitNode:
         self._reap()
 
     def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): sockets stay open but nothing answers."""
+        """Freeze the broker (SIGSTOP): sockets stay open but nothing answers. Returns once every thread
+        of the broker is stopped."""
         self._signal_broker(signal.SIGSTOP)
+        pid = self._broker_pid()
+        deadline = time.monotonic() + 5
+        while pid is not None and time.monotonic() < deadline and not _all_threads_stopped(pid):
+            gevent.sleep(0.005)
 
     def resume(self) -> None:
         """Thaw a paused broker (SIGCONT)."""
