@@ -84,6 +84,7 @@ class FaultProxy:
         self._acceptor: gevent.Greenlet | None = None
         self._closed = False
         self.port = port
+        """The port the proxy listens on (chosen at creation when 0 was given)."""
         self.accept()
 
     # --- addresses -----------------------------------------------------------------------------
@@ -96,7 +97,9 @@ class FaultProxy:
     def url_for(self, url: str) -> str:
         """``url`` (an ``amqp://`` URL of the target) rewritten to go through the proxy.
 
-        User, password, virtual host and options are kept; only the host and port change.
+        User, password, virtual host and options are kept; only the host and port change. For ``amqps://``
+        the client then checks the broker's certificate against ``127.0.0.1`` unless the URL names a
+        ``server_hostname``.
         """
         parts = urlsplit(url)
         credentials, _, _ = parts.netloc.rpartition("@")
@@ -112,10 +115,12 @@ class FaultProxy:
 
     @property
     def stalled(self) -> bool:
+        """Whether bytes are held (between :meth:`stall` and :meth:`resume`)."""
         return not self._flowing.is_set()
 
     @property
     def refusing(self) -> bool:
+        """Whether new connections are refused (between :meth:`refuse` and :meth:`accept`, or closed)."""
         return self._listener is None
 
     @property

@@ -28,7 +28,10 @@ def main() -> None:
     parser.add_argument("--queue-type", default="classic", choices=("classic", "quorum"))
     parser.add_argument("--concurrency", type=int, default=100)
     options = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR, format="server %(process)d %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s server %(process)d %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("amphora.link").setLevel(logging.INFO)  # reconnections, for the run's record
     server = AmqpRpcServer(
         options.service,
         urls=json.loads(options.urls),
