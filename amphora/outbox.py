@@ -3,11 +3,12 @@
 A message is published at once when its link is up and fewer than ``window`` messages await their confirm;
 otherwise it queues, and a pump greenlet publishes it when the link is up and the window has room. If the
 connection is lost before the confirm, the message stays: after the reconnect every message not published
-on the new connection is published again, in order, before any new one. A nacked message is published
-again; a returned (unroutable) one leaves with that error; one the broker refuses (it closes the channel:
-no write permission, no such exchange) is found by publishing one at a time after the refusal, and leaves
-with that error. A full outbox (``limit`` messages) makes
-``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
+on the new connection is published again, in order, before any new one.
+
+A nacked message is published again after a short pause, on a new connection. A returned (unroutable) one
+leaves with that error. One the broker refuses by closing the channel (no write permission, no such
+exchange) is found by publishing one at a time after the refusal, and leaves with that error. A full outbox
+(``limit`` messages) makes ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .link import Link
 
 log = logging.getLogger(__name__)
 
+NACK_BACKOFF = 0.2
+"""Seconds before a link whose broker nacked a message reconnects to publish it again."""
 DoneCallback = Callable[[BaseException | None], None]
 
 
@@ -77,6 +80,7 @@ class Outbox:
         self._unsent: collections.deque[Envelope] = collections.deque()
         self._in_flight = 0  # published on the current connection, awaiting their confirms
         self._careful_from: int | None = None  # from this link generation on, one message in flight at a time
+        self._nack_reset: gevent.Greenlet | None = None
         self._pump_wakeup = Event()
         self._pump: gevent.Greenlet | None = None
         self._keys = itertools.count()
@@ -168,9 +172,11 @@ class Outbox:
             if self._careful_from is not None and not self._unsent and not self._in_flight:
                 self._careful_from = None  # every message that shared the refusal is through
         elif isinstance(error, MessageNacked):
-            log.warning("broker nacked a message to %r; publishing it again", envelope.exchange)
-            envelope.generation = -1
-            self._unsent.appendleft(envelope)
+            # A channel may go on nacking (RabbitMQ 3.10 does, for a quorum queue that elected a new leader
+            # while the channel published to it): publish it again later, on a new connection.
+            if self._nack_reset is None:
+                log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
+                self._nack_reset = gevent.spawn_later(NACK_BACKOFF, self._reset_after_nack, generation)
         elif isinstance(error, ChannelClosed):
             # The broker refused a publish (no write permission, no such exchange) and closed the channel:
             # every message in flight got the error. To find the refused one, the next connections publish
@@ -183,6 +189,11 @@ class Outbox:
         # on a lost connection the envelope stays; the replay after reconnecting sends it
         if self._unsent:
             self._wake_pump()
+
+    def _reset_after_nack(self, generation: int) -> None:
+        self._nack_reset = None
+        if self._link.generation == generation:  # not reconnected meanwhile: the replay will send it
+            self._link.reset()
 
     def _finish(self, envelope: Envelope, error: BaseException | None) -> None:
         if self._entries.pop(envelope.key, None) is None:

@@ -10,43 +10,11 @@ import gevent
 import pytest
 
 from amphora import AmqpRpcClient, AmqpRpcServer
-from amphora.amqp.errors import MessageNacked
 from amphora.faultproxy import FaultProxy
-from amphora.outbox import Outbox
 from amphora.testing import RabbitCluster
 from helpers import wait_until
 
 CALLS = 1000
-NACK_BUG = (
-    "amphora republishes a nacked message on the same channel at once, forever; RabbitMQ 3.10 nacks every"
-    " publish to a quorum queue on a channel that first published to it during the queue's leader election"
-    " (a new channel is acked), so a client or server that reconnects to another node within ~0.5 s of a node"
-    " dying can loop on nacks (~1,700/s) and never deliver: see docs/faults.rst"
-)
-
-
-@pytest.fixture
-def new_channel_after_a_nack(monkeypatch):
-    """WORKAROUND for NACK_BUG, until the outbox handles nacks itself: after a nack, reconnect the link
-    (a new connection, so a new channel) before the message is published again. Remove it, and the test
-    fails about two times in three."""
-    original = Outbox._on_confirmation
-    resetting: set[int] = set()
-
-    def on_confirmation(self, envelope, generation, confirmation) -> None:
-        nacked = isinstance(confirmation.exception, MessageNacked) and generation == self._link.generation
-        original(self, envelope, generation, confirmation)
-        if nacked and id(self) not in resetting:
-            resetting.add(id(self))
-
-            def reset() -> None:
-                self._link.reset()
-                gevent.sleep(0.5)
-                resetting.discard(id(self))
-
-            gevent.spawn(reset)
-
-    monkeypatch.setattr(Outbox, "_on_confirmation", on_confirmation)
 
 
 class Service:
@@ -85,7 +53,7 @@ def queue_members(cluster: RabbitCluster, index: int) -> dict[str, tuple[str, in
 
 
 @pytest.mark.timeout(240)
-def test_killing_the_clients_node_under_load_loses_no_call(rabbit_cluster, service, new_channel_after_a_nack):
+def test_killing_the_clients_node_under_load_loses_no_call(rabbit_cluster, service):
     cluster = rabbit_cluster
     assert sorted(cluster.running_nodes()) == sorted(node.nodename for node in cluster.nodes)
     backend = Service(service, cluster.urls)
@@ -148,11 +116,12 @@ def test_a_blackholed_node_is_left_for_another_after_heartbeats_and_a_connection
             proxy.close()
 
 
-@pytest.mark.xfail(reason=NACK_BUG, strict=False)
 @pytest.mark.timeout(240)
 def test_a_client_that_reconnects_during_a_leader_election_is_not_nacked_forever(rabbit_cluster, service):
-    """The bug NACK_BUG, without the workaround: the client declares the queues (their leaders are on its
-    node); the servers are on the two other nodes; the client's node dies, and it reconnects to another."""
+    """RabbitMQ 3.10 nacks every publish to a quorum queue on a channel that first published to it during
+    the queue's leader election: the outbox must publish nacked messages again on a new connection. The
+    client declares the queues (their leaders are on its node), the servers are on the two other nodes, the
+    client's node dies and it reconnects to another."""
     cluster = rabbit_cluster
     client = AmqpRpcClient(service, urls=cluster.urls, queue_type="quorum", heartbeat=2, timeout=60)
     backend = Service(service, cluster.urls[1:] + cluster.urls[:1])
