@@ -237,14 +237,17 @@ class Link:
 
     def _run(self) -> None:
         failures = 0
+        first = 0  # the URL tried first: after a lost connection, the one after the broker that was lost
         while not self._stopping:
-            parameters = self._parameters[failures % len(self._parameters)]
+            index = (first + failures) % len(self._parameters)
+            parameters = self._parameters[index]
             try:
                 self._connect(parameters)
                 failures = 0
                 self.setup_error = None
                 self._attempted.set()
                 self._lost.wait()
+                first = (index + 1) % len(self._parameters)
             except AMQPError as exc:
                 failures += 1
                 self._report_failure(parameters, exc)
