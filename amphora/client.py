@@ -18,7 +18,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from .amqp import Connection, Message, Properties
-from .amqp.errors import AMQPError, MessageReturned
+from .amqp.errors import AMQPError
 from .compression import (
     DEFAULT_MAX_SIZE,
     DEFAULT_THRESHOLD,
@@ -32,14 +32,13 @@ from .exceptions import (
     HandlerTimeout,
     RemoteException,
     ReplyQueueLost,
-    Unroutable,
     WrongRequest,
     WrongResult,
 )
 from .link import Link, queue_exists, start_links
 from .metrics import Metrics, report_call, watch_links
 from .outbox import Outbox
-from .pending import PendingCall
+from .pending import PendingCall, PendingCalls, publish_error
 from .protocol import (
     HANDLER_TIMEOUT,
     HEADER_CAST,
@@ -170,7 +169,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             queue_type=queue_type,
         )
         self.reply_queue = self.topology.reply_queue(self.uuid)
-        self._pending: dict[str, PendingCall] = {}
+        self._pending = PendingCalls()
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
@@ -265,23 +264,22 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._check_options(options)
         timeout = self.timeout if timeout is None else timeout
         request_id = self._request_ids.next()
-        pending = self._pending[request_id] = make_pending(func_name, timeout)
-        pending.start_timer(self._time_out, request_id)
+        pending = make_pending(func_name, timeout)
+        self._pending.add(request_id, pending)
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, pending.result, time.monotonic())
+        on_published = pending.published
         published = Event() if wait_publish else None
+        if published is not None:
 
-        def on_published(error: BaseException | None) -> None:
-            if error is not None:
-                self._settle(request_id, error=error)
-            if published is not None:
+            def on_published(error: BaseException | None) -> None:
+                pending.published(error)
                 published.set()
 
         try:
             self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
         except BaseException:  # e.g. arguments the serializer cannot encode: the call never started
-            self._pending.pop(request_id, None)
-            pending.cancel()
+            self._pending.pop(request_id)
             raise
         if published is not None:
             published.wait()
@@ -303,7 +301,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             if error is None:
                 confirmed.set(None)
             else:
-                confirmed.set_exception(error)
+                confirmed.set_exception(publish_error(error, func_name))
 
         self._publish_request(
             self._request_ids.next(), func_name, args, kwargs, timeout, on_published, cast=True, **options
@@ -333,7 +331,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         headers: dict[str, Any] | None = None,
         cast: bool = False,
     ) -> None:
-        """Hand a request to the outbox; ``on_published`` learns whether the broker took or returned it."""
+        """Hand a request to the outbox; ``on_published(error)`` runs once the broker took it (None) or
+        returned it (MessageReturned), or it cannot be encoded."""
         if routing_key is None:
             routing_key = self._routing_key(func_name, args, kwargs)
         body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
@@ -359,26 +358,16 @@ class AmqpRpcClient(PubSub, RequestQueues):
             headers=all_headers,
         )
 
-        def on_done(error: BaseException | None) -> None:
-            if isinstance(error, MessageReturned):
-                error = Unroutable(f"no queue for routing key {routing_key!r} of {func_name}")
-            on_published(error)
-
         self._outbox.publish(
-            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_done
+            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_published
         )
 
     def _settle(self, request_id: str | None, value: Any = None, error: BaseException | None = None) -> bool:
-        pending = self._pending.pop(request_id or "", None)
+        pending = self._pending.pop(request_id or "")
         if pending is None:
             return False
         pending.settle(value, error)
         return True
-
-    def _time_out(self, request_id: str) -> None:
-        pending = self._pending.pop(request_id, None)
-        if pending is not None:
-            pending.time_out()
 
     # --- replies (reader greenlet) -------------------------------------------------------------
 
@@ -394,14 +383,14 @@ class AmqpRpcClient(PubSub, RequestQueues):
             first = deaths[0] if deaths and isinstance(deaths[0], dict) else {}  # type: ignore[index]
             reason = first.get("reason", "expired")
             if pending is not None and pending.expired(str(reason)):
-                del self._pending[request_id]
+                self._pending.pop(request_id)
         elif message.exchange == self.topology.response_exchange:
             request_id = properties.correlation_id or ""
             pending = self._pending.get(request_id)
             if pending is not None:
                 value, error = self._decode(message)
                 if pending.add_reply(str(headers.get(HEADER_SERVER, "")), value, error):
-                    del self._pending[request_id]
+                    self._pending.pop(request_id)
         try:
             message.ack()
         except AMQPError:

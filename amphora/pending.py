@@ -1,13 +1,24 @@
-"""Calls waiting for replies: one reply (``call``/``defer``), or one from every server (``gather``)."""
+"""Calls waiting for replies: one reply (``call``/``defer``), or one from every server (``gather``), and the
+registry that times them out with one timer for all."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
 from gevent.event import AsyncResult
 
-from .exceptions import NoResult, RequestExpired
+from .amqp.errors import MessageReturned
+from .exceptions import NoResult, RequestExpired, Unroutable
+
+
+def publish_error(error: BaseException, func_name: str) -> BaseException:
+    """What a caller sees of a request the broker did not take: Unroutable for a returned one."""
+    if isinstance(error, MessageReturned):
+        return Unroutable(f"no queue for routing key {error.message.routing_key!r} of {func_name}")
+    return error
 
 
 def expiry_grace(timeout: float) -> float:
@@ -18,24 +29,24 @@ def expiry_grace(timeout: float) -> float:
 class PendingCall:
     """A call waiting for its one reply; ``result`` is the AsyncResult its caller holds."""
 
-    __slots__ = ("function", "result", "timeout", "timer")
+    __slots__ = ("deadline", "function", "registry", "request_id", "result", "timeout")
 
     def __init__(self, function: str, timeout: float | None) -> None:
         self.result = AsyncResult()
         self.function = function
         self.timeout = timeout
-        self.timer: Any = None
+        self.deadline = 0.0  # set by PendingCalls for a call with a timeout (time.monotonic())
+        self.request_id = ""
+        self.registry: PendingCalls | None = None
 
-    def start_timer(self, on_timeout: Any, *args: Any) -> None:
-        """Call ``on_timeout(*args)`` when the call has waited long enough (never without a timeout)."""
-        if self.timeout:
-            self.timer = gevent.get_hub().loop.timer(self.timeout + expiry_grace(self.timeout))
-            self.timer.start(on_timeout, *args)
+    def published(self, error: BaseException | None) -> None:
+        """The outbox's verdict on the request: the call fails if the broker did not take it."""
+        if error is not None and self.registry is not None and self.registry.pop(self.request_id) is not None:
+            self.settle(error=publish_error(error, self.function))
 
-    def cancel(self) -> None:
-        """Forget the call: its timer stops and its result is never set."""
-        if self.timer is not None:
-            self.timer.close()
+    def patience(self) -> float | None:
+        """Seconds after its start at which the call gives up; None: never."""
+        return self.timeout + expiry_grace(self.timeout) if self.timeout else None
 
     def add_reply(self, server: str, value: Any, error: BaseException | None) -> bool:
         """Take a server's reply; True once the call is complete."""
@@ -51,8 +62,6 @@ class PendingCall:
         self.settle(error=NoResult(f"no reply to {self.function} within {self.timeout} s"))
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
-        if self.timer is not None:
-            self.timer.close()
         if error is None:
             self.result.set(value)
         else:
@@ -72,9 +81,8 @@ class PendingGather(PendingCall):
         self.expect = expect
         self.replies: dict[str, Any] = {}
 
-    def start_timer(self, on_timeout: Any, *args: Any) -> None:
-        self.timer = gevent.get_hub().loop.timer(self.timeout)  # no grace: what came by then is the answer
-        self.timer.start(on_timeout, *args)
+    def patience(self) -> float | None:
+        return self.timeout  # no grace: what came by then is the answer
 
     def add_reply(self, server: str, value: Any, error: BaseException | None) -> bool:
         self.replies[server] = value if error is None else error
@@ -88,3 +96,93 @@ class PendingGather(PendingCall):
 
     def time_out(self) -> None:
         self.settle(self.replies)
+
+
+class PendingCalls:
+    """The pending calls of a client by request id, timed out by a single timer.
+
+    Calls with the same patience expire in the order they started, so each patience keeps its calls in an
+    insertion-ordered dict whose first entry is the next to expire, and the timer is armed for the earliest
+    of those. This costs a dict entry per call instead of a timer per call.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[str, PendingCall] = {}
+        self._by_patience: dict[float, dict[str, PendingCall]] = {}
+        self._timer: Any = None
+        self._timer_deadline = float("inf")
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._calls)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._calls
+
+    def get(self, request_id: str) -> PendingCall | None:
+        return self._calls.get(request_id)
+
+    def add(self, request_id: str, call: PendingCall) -> None:
+        """Register a call; it times out ``call.patience()`` seconds from now, unless settled before."""
+        self._calls[request_id] = call
+        call.request_id, call.registry = request_id, self
+        patience = call.patience()
+        if patience is None:
+            return
+        call.deadline = deadline = time.monotonic() + patience
+        queue = self._by_patience.get(patience)
+        if queue is None:
+            queue = self._by_patience[patience] = {}
+        queue[request_id] = call
+        if deadline < self._timer_deadline:
+            self._arm(deadline)
+
+    def pop(self, request_id: str) -> PendingCall | None:
+        """Unregister a call (it is settled, or about to be); None if it is not pending."""
+        call = self._calls.pop(request_id, None)
+        if call is None:
+            return None
+        patience = call.patience()
+        if patience is not None:
+            queue = self._by_patience.get(patience, {})
+            queue.pop(request_id, None)
+            if not queue:
+                self._by_patience.pop(patience, None)
+            if not self._calls:  # nothing left to time out: the timer need not keep the hub busy
+                self._disarm()
+        return call
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._timer, self._timer_deadline = None, float("inf")
+
+    def _arm(self, deadline: float) -> None:
+        self._disarm()
+        self._timer_deadline = deadline
+        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+        self._timer.start(self._expire)
+
+    def _expire(self) -> None:
+        """Time out every call whose deadline has passed (in the hub), then arm the timer for the next."""
+        self._disarm()
+        now = time.monotonic()
+        expired: list[PendingCall] = []
+        earliest = float("inf")
+        for patience, queue in list(self._by_patience.items()):
+            while queue:
+                request_id, call = next(iter(queue.items()))
+                if call.deadline > now:
+                    earliest = min(earliest, call.deadline)
+                    break
+                del queue[request_id]
+                del self._calls[request_id]
+                expired.append(call)
+            if not queue:
+                del self._by_patience[patience]
+        if earliest < float("inf"):
+            self._arm(earliest)
+        for call in expired:
+            call.time_out()

@@ -8,6 +8,7 @@ carries the header ``x-amphora-error: wrong-request`` and the reason as its exce
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 from .exceptions import RemoteException, WrongResult
@@ -52,10 +53,10 @@ class Serializer(Protocol):
 class JsonSerializer:
     """JSON, the default: readable, safe, spoken by every language.
 
-    Encodes with orjson when it is installed (``pip install amphora[fast]``, about five times faster) and
-    falls back to the standard library for what orjson refuses (integers beyond 64 bits, keys that are
-    not strings). orjson writes NaN and infinities as ``null``: JSON has no such numbers. Decoding always
-    uses the standard library, which keeps large integers exact.
+    Uses orjson when it is installed (``pip install amphora[fast]``), and the standard library for what
+    orjson would get wrong or refuses: integers beyond 64 bits (orjson would decode them as floats, so a
+    body with a run of 19 digits or more is decoded by the standard library), keys that are not strings,
+    ``NaN`` and infinities. orjson writes NaN and infinities as ``null``: JSON has no such numbers.
     """
 
     content_type = "application/json"
@@ -63,26 +64,44 @@ class JsonSerializer:
     def __init__(self, fast: bool = True) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
         self._decoder = json.JSONDecoder()
-        self._fast_dumps = _orjson_dumps() if fast else None
+        orjson = _orjson() if fast else None
+        self._fast_dumps = orjson.dumps if orjson else None
+        self._fast_loads = orjson.loads if orjson else None
 
     def dumps(self, value: Any) -> bytes:
         if self._fast_dumps is not None:
             try:
-                return self._fast_dumps(value)
+                data: bytes = self._fast_dumps(value)
             except TypeError:
                 pass
+            else:
+                # orjson's bytes keep their whole working buffer (4 KiB for a small one): keep an exact copy
+                # of a small body, which may wait in an outbox or an answered-requests memory
+                return memoryview(data).tobytes() if len(data) < _ORJSON_BUFFER else data
         return self._encoder.encode(value).encode()
 
     def loads(self, data: bytes) -> Any:
+        if self._fast_loads is not None and len(data) <= _FAST_LOADS_MAX and not _LONG_NUMBER.search(data):
+            try:
+                return self._fast_loads(data)
+            except ValueError:
+                pass  # the standard library decides (and says what is wrong)
         return self._decoder.decode(data.decode())
 
 
-def _orjson_dumps() -> Any:
+_ORJSON_BUFFER = 4096
+_FAST_LOADS_MAX = 4096
+"""Larger bodies go to the standard library: scanning them for long numbers costs more than orjson saves."""
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+"""19 digits in a row may be an integer beyond 64 bits."""
+
+
+def _orjson() -> Any:
     try:
         import orjson
     except ImportError:
         return None
-    return orjson.dumps
+    return orjson
 
 
 class MsgpackSerializer:

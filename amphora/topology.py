@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .amqp import Channel
@@ -91,23 +92,23 @@ class ServiceTopology:
             arguments = {**arguments, "x-queue-type": self.queue_type}
         return Queue(name, arguments=arguments)
 
-    @property
+    @cached_property
     def request_exchange(self) -> str:
         return f"rpc_{self.service}_request"
 
-    @property
+    @cached_property
     def default_queue(self) -> str:
         return f"rpc_{self.service}_request"
 
-    @property
+    @cached_property
     def response_exchange(self) -> str:
         return f"rpc_{self.service}_response"
 
-    @property
+    @cached_property
     def dead_exchange(self) -> str:
         return f"rpc_{self.service}_dead"
 
-    @property
+    @cached_property
     def dead_queue(self) -> str:
         return f"rpc_{self.service}_dead"
 

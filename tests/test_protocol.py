@@ -35,6 +35,35 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library():
     assert serializer.loads(serializer.dumps({1: "one"})) == {"1": "one"}
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[9223372036854775807, -9223372036854775808, 18446744073709551616]",  # 64-bit limits and beyond
+        b'{"n": 123456789012345678901234567890}',
+        b"[1e400, NaN, -Infinity]",  # orjson refuses these
+        b'{"a": 1, "a": 2}',
+        b'"\\u00e9t\\u00e9"',
+        b"[0.1, 1e-400, -0.0]",
+    ],
+)
+def test_decoding_gives_what_the_standard_library_gives(text):
+    fast, standard = JsonSerializer(), JsonSerializer(fast=False)
+    assert repr(fast.loads(text)) == repr(standard.loads(text))
+
+
+def test_small_bodies_own_no_spare_buffer():
+    import tracemalloc
+
+    serializer = JsonSerializer()
+    tracemalloc.start()
+    try:
+        bodies = [serializer.dumps({"func": "add", "args": [i, i], "kwargs": {}}) for i in range(1000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1000 * 200, f"{held / len(bodies):.0f} bytes per 40-byte body"  # orjson's own keep 4 KiB
+
+
 def test_request_and_reply_bodies_round_trip():
     serializer = JsonSerializer()
     body = encode_request(serializer, "a.b", (1, "x"), {"k": [2]})
