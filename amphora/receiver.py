@@ -18,7 +18,8 @@ from .link import Link, settle_quietly
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Message], "gevent.Greenlet | None"]
+Dispatch = Callable[[Message, Callable[[], None]], bool]
+"""``dispatch(message, handled)``: True if the message went to a handler, which calls ``handled()`` when done."""
 
 
 class QueueReceiver:
@@ -44,7 +45,7 @@ class QueueReceiver:
         self._link = link
         self._dispatch = dispatch
         self._taken: set[str] = set()
-        self._handlers: set[gevent.Greenlet] = set()
+        self._handling = 0  # requests handed to the server and not yet handled
         self._finished = False
         self._done = Event()
         self._timer = gevent.spawn_later(timeout, self._time_out) if timeout is not None else None
@@ -88,10 +89,8 @@ class QueueReceiver:
             self.calls += 1
             if request_id:
                 self._taken.add(request_id)
-        handler = self._dispatch(message)
-        if handler is not None:
-            self._handlers.add(handler)
-            handler.link(self._on_handled)
+        if self._dispatch(message, self._on_handled):
+            self._handling += 1
         if self._reached_max():
             self._finish()
 
@@ -121,12 +120,12 @@ class QueueReceiver:
     def _remove_consumer(self) -> None:
         gevent.spawn(self._link.remove_consumer, self._consumer_id)  # it waits for the broker: not here
 
-    def _on_handled(self, handler: gevent.Greenlet) -> None:
-        self._handlers.discard(handler)
+    def _on_handled(self) -> None:
+        self._handling -= 1
         self._check_done()
 
     def _check_done(self) -> None:
-        if self._finished and not self._handlers:
+        if self._finished and not self._handling:
             self._done.set()
 
     def __repr__(self) -> str:

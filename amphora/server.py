@@ -1,6 +1,6 @@
 """AmqpRpcServer: runs registered functions for the requests of one service.
 
-Each request is handled in its own greenlet (at most ``concurrency`` at once: that is also the prefetch).
+Each request is handled in one of ``concurrency`` worker greenlets (that is also the prefetch).
 Its reply goes through the outbox; the request is acknowledged only once the broker confirmed the reply,
 so a crash at any point before that gets the request redelivered. A bounded memory of answered request
 ids answers such a redelivered request again without running the function twice.
@@ -20,7 +20,6 @@ from typing import Any, TypeVar, overload
 import gevent
 from gevent import GreenletExit
 from gevent.event import Event
-from gevent.lock import BoundedSemaphore
 
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
@@ -63,6 +62,7 @@ from .pubsub import PubSub
 from .receiver import QueueReceiver
 from .request_queues import RequestQueues
 from .topology import Declaration, ServiceTopology
+from .workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._functions = FunctionRegistry()
         self._running: dict[str, list[Message]] = {}
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
-        self._handlers: set[gevent.Greenlet] = set()
-        self._slots = BoundedSemaphore(concurrency)  # several consumers may each have `concurrency` deliveries
+        self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
         self._accepting = True
         self._stopped = Event()
@@ -192,7 +191,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._accepting = True
         self._stopped.clear()
         if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
-            self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._on_request)]
+            self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._take_request)]
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
             self.join()
@@ -240,8 +239,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """
         self.prepare_stop()
         deadline = time.monotonic() + self.stop_timeout
-        gevent.joinall(list(self._handlers), timeout=self.stop_timeout)
+        self._workers.join(timeout=self.stop_timeout)
         self._outbox.flush(timeout=max(0.0, deadline - time.monotonic()))
+        self._workers.close()
         self.stop_publisher()
         self.stop_consumer()
         self._stopped.set()
@@ -256,37 +256,38 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _on_request(self, message: Message) -> gevent.Greenlet | None:
-        """A delivery (reader greenlet): answer from memory, join a running copy, or start a handler
-        (returned)."""
+    def _take_request(self, message: Message) -> None:
+        """A delivery from the service's request queue (reader greenlet)."""
+        self._on_request(message)
+
+    def _on_request(self, message: Message, handled: Callable[[], None] | None = None) -> bool:
+        """A delivery (reader greenlet): answer from memory, join a running copy, or hand it to a worker
+        (True: ``handled()`` is called once the worker is done with it)."""
         if not self._accepting:
             settle_quietly(message.reject, True)
-            return None
+            return False
         request_id = message.properties.message_id
         if request_id:
             running = self._running.get(request_id)
             if running is not None:
                 running.append(message)
-                return None
+                return False
             if request_id in self._answered:
                 reply = self._answered.get(request_id)
                 if reply is None:  # a cast that already ran
                     settle_quietly(message.ack)
                 else:
                     self._publish_reply(reply, request_id, [message])
-                return None
+                return False
             self._running[request_id] = [message]
-        handler = gevent.spawn(self._handle_in_slot, message)
-        self._handlers.add(handler)
-        handler.link(self._handlers.discard)
-        return handler
+        self._workers.submit(self._handle_or_hand_back, message, handled)
+        return True
 
-    def _handle_in_slot(self, message: Message) -> None:
-        """Handle a request once one of the ``concurrency`` slots is free; if the handling itself dies
-        (killed, or a bug), hand the request back to the broker rather than leave it unanswered."""
+    def _handle_or_hand_back(self, message: Message) -> None:
+        """Handle a request (in a worker); if the handling itself dies (killed, or a bug), hand the request
+        back to the broker rather than leave it unanswered."""
         try:
-            with self._slots:
-                self._handle(message)
+            self._handle(message)
         except BaseException:
             request_id = message.properties.message_id
             for delivery in self._running.pop(request_id, [message]) if request_id else [message]:
