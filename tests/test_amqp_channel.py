@@ -172,6 +172,46 @@ def test_unroutable_mandatory_publish_is_returned_to_its_publisher(channel, queu
     assert info.value.reply_code == 312 and info.value.message.body == b"b"
 
 
+def test_returns_find_their_publish_among_many_in_flight(channel, queue):
+    """Returns are matched by message_id, else correlation_id, else (neither, or one already in flight) by a
+    header: every publish gets its own outcome, whatever ids the others carry."""
+    channel.confirm_select()
+    nowhere = f"nowhere-{uuid.uuid4().hex}"
+    publishes = [  # (routing key, properties)
+        (queue, Properties(message_id="m1", correlation_id="c1")),
+        (nowhere, Properties(message_id="m2", correlation_id="c1")),
+        (nowhere, Properties(correlation_id="c1")),  # c1 is no one's key yet: the first with it as key
+        (queue, Properties(correlation_id="c1")),  # c1 is in use: the header
+        (nowhere, Properties(correlation_id="c1")),  # again
+        (nowhere, Properties(message_id="m2")),  # m2 is in use: the header
+        (queue, Properties(message_id="c1")),  # one namespace: c1 is in use
+        (nowhere, None),  # no ids: the header
+        (queue, None),
+        (nowhere, Properties(message_id="m3", headers={"x-amphora-publish-seq": 1})),  # a stale header: replaced
+    ]
+    confirmations = [
+        channel.basic_publish(b"%d" % i, "", key, properties, mandatory=True)
+        for i, (key, properties) in enumerate(publishes)
+    ]
+    for i, ((key, _), confirmation) in enumerate(zip(publishes, confirmations, strict=True)):
+        if key == queue:
+            confirmation.wait(timeout=5)
+            continue
+        with pytest.raises(MessageReturned) as info:
+            confirmation.wait(timeout=5)
+        assert info.value.message.body == b"%d" % i
+    assert channel._return_seqs == {} and channel._return_keys == {}
+    assert channel.queue_declare(queue, passive=True).message_count == 4
+
+
+def test_a_return_matched_by_its_id_carries_no_added_header(channel):
+    channel.confirm_select()
+    properties = Properties(message_id="mine", headers={"a": 1})
+    with pytest.raises(MessageReturned) as info:
+        channel.basic_publish(b"x", "", f"nowhere-{uuid.uuid4().hex}", properties, mandatory=True).wait(timeout=5)
+    assert info.value.message.properties.headers == {"a": 1}
+
+
 def test_returns_without_confirms_reach_the_return_callback(channel):
     returned: Queue = Queue()
     channel.add_return_callback(lambda message, error: returned.put((message.body, error.reply_code)))

@@ -1,7 +1,12 @@
 """The frame codec (pure logic, no broker)."""
 
+import struct
+
 import pytest
-from pamqp import commands
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pamqp import commands, frame, header
+from pamqp.body import ContentBody
 
 from amphora.amqp import Properties, frames
 from amphora.amqp.errors import ProtocolError
@@ -9,7 +14,7 @@ from amphora.amqp.errors import ProtocolError
 
 def _message_frames(body: bytes, frame_max: int = 4096) -> bytes:
     method = frames.method_frame(1, commands.Basic.Deliver("ctag", 7, False, "ex", "rk"))
-    return frames.content_frames(1, method, body, Properties(message_id="m1"), frame_max)
+    return b"".join(frames.content_frames(1, method, body, Properties(message_id="m1"), frame_max))
 
 
 def test_frames_split_anywhere_are_reassembled():
@@ -44,6 +49,7 @@ def test_oversized_length_is_refused_before_allocating():
         (b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x0b\x00", "end byte"),
         (b"\x01\x00\x00\x00\x00\x00\x04\xde\xad\xbe\xef\xce", "unknown method"),
         (b"\x09\x00\x00\x00\x00\x00\x00\xce", "unknown frame type"),
+        (b"\x01\x00\x00\x00\x00\x00\x02\x00\x0a\xce\x00\x33", "too short"),  # index read past the end
         (b"\x01\x00\x00\x00\x00\x00\x05\x00\x3c\x00\x28\x01\xce", "malformed"),
         (b"AMQP\x00\x00\x09\x01", "does not accept"),
     ],
@@ -51,3 +57,53 @@ def test_oversized_length_is_refused_before_allocating():
 def test_garbage_is_a_protocol_error(data, message):
     with pytest.raises(ProtocolError, match=message):
         frames.FrameReader(4096).feed(data)
+
+
+short_strings = st.text(max_size=30).filter(lambda text: len(text.encode()) <= 255)
+exchange_names = st.from_regex(r"[a-zA-Z0-9_.:-]{0,40}", fullmatch=True)
+tags = st.integers(0, 2**63 - 1)
+hot_methods = st.one_of(
+    st.builds(commands.Basic.Deliver, short_strings, tags, st.booleans(), exchange_names, short_strings),
+    st.builds(commands.Basic.Return, st.integers(0, 65535), short_strings, exchange_names, short_strings),
+    st.builds(commands.Basic.Ack, tags, st.booleans()),
+    st.builds(commands.Basic.Nack, tags, st.booleans(), st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hot_methods, st.integers(1, 65535))
+def test_hot_methods_decode_as_pamqp_decodes_them(method, channel):
+    data = frame.marshal(method, channel)
+    _, _, expected = frame.unmarshal(data)
+    [(decoded_channel, frame_type, decoded)] = frames.FrameReader(4096).feed(data)
+    assert (decoded_channel, frame_type) == (channel, frames.FRAME_METHOD)
+    assert type(decoded).__name__ == type(expected).__name__
+    assert {name: getattr(decoded, name) for name in expected.__slots__} == {
+        name: getattr(expected, name) for name in expected.__slots__
+    }
+
+
+@pytest.mark.parametrize(
+    "method", [commands.Basic.Deliver("c", 1, True, "ex", "rk"), commands.Basic.Return(312, "NO_ROUTE", "ex", "rk")]
+)
+def test_a_hot_method_cut_short_is_a_protocol_error(method):
+    payload = frame.marshal(method, 1)[7:-1]
+    for cut in range(4, len(payload)):
+        data = struct.pack(">BHI", 1, 1, cut) + payload[:cut] + b"\xce"
+        with pytest.raises(ProtocolError, match="malformed"):
+            frames.FrameReader(4096).feed(data + frames.HEARTBEAT)
+
+
+@pytest.mark.parametrize("delivery_tag, multiple", [(0, False), (1, True), (2**63 - 1, False)])
+def test_ack_frames_are_pamqps(delivery_tag, multiple):
+    assert frames.ack_frame(5, delivery_tag, multiple) == frame.marshal(commands.Basic.Ack(delivery_tag, multiple), 5)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4088, 4089, 10_000, 3 * 4088])
+def test_content_frames_are_pamqps(size):
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    properties = Properties(message_id="m", headers={"k": 1})
+    method = frame.marshal(commands.Basic.Publish(exchange="ex", routing_key="rk"), 3)
+    expected = [method, frame.marshal(header.ContentHeader(0, size, properties), 3)]
+    expected += [frame.marshal(ContentBody(body[i : i + 4088]), 3) for i in range(0, size, 4088)]
+    assert b"".join(frames.content_frames(3, method, body, properties, 4096)) == b"".join(expected)

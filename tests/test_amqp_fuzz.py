@@ -20,13 +20,17 @@ FRAME_MAX = 4096
 
 
 def valid_stream() -> bytes:
-    """A realistic incoming stream: a delivery of a three-frame body, an ack, a heartbeat, a close."""
+    """A realistic incoming stream: a delivery of a three-frame body, a returned message, an ack, a nack, a
+    heartbeat, a close."""
     method = frames.method_frame(1, commands.Basic.Deliver("ctag", 7, False, "ex", "rk"))
-    message = frames.content_frames(1, method, b"x" * 9000, Properties(message_id="m", headers={"k": 1}), FRAME_MAX)
+    returned = frames.method_frame(1, commands.Basic.Return(312, "NO_ROUTE", "ex", "nowhere"))
+    properties = Properties(message_id="m", headers={"k": 1})
     return b"".join(
         (
-            message,
+            *frames.content_frames(1, method, b"x" * 9000, properties, FRAME_MAX),
+            *frames.content_frames(1, returned, b"back", Properties(correlation_id="c"), FRAME_MAX),
             frames.method_frame(1, commands.Basic.Ack(3, True)),
+            frames.method_frame(1, commands.Basic.Nack(4, False, False)),
             frames.HEARTBEAT,
             frames.method_frame(1, commands.Channel.Close(404, "gone", 50, 10)),
         )

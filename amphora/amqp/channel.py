@@ -21,6 +21,7 @@ from .errors import (
 )
 from .frames import ContentHeader
 from .message import Confirmation, Message, Properties
+from .methods import Ack, Deliver, Nack, Return
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 Basic = commands.Basic
 PUBLISH_SEQ_HEADER = "x-amphora-publish-seq"
-"""Header stamped on mandatory confirmed publishes, so a basic.return finds the publish it belongs to."""
+"""Header stamped on a mandatory confirmed publish that its message_id or correlation_id cannot identify, so a
+basic.return finds the publish it belongs to."""
 _EMPTY_PROPERTIES = Properties()
 _PUBLISH_FRAME_CACHE_SIZE = 512
 
@@ -68,18 +70,20 @@ class Channel:
         self._publish_seq = 0
         self._lowest_unconfirmed = 1
         self._unconfirmed: dict[int, Confirmation] = {}
+        self._return_seqs: dict[str, int] = {}  # return key -> publish seq, for unconfirmed mandatory publishes
+        self._return_keys: dict[int, str] = {}  # the same, reversed
         self._publish_frames: dict[tuple[str, str, bool], bytes] = {}
-        self._content_method: Basic.Deliver | Basic.Return | None = None
+        self._content_method: Deliver | Return | None = None
         self._content_header: ContentHeader | None = None
         self._content_parts: list[bytes] = []
         self._content_missing = 0
         self._close_callbacks: list[Callable[[BaseException | None], None]] = []
         self._return_callbacks: list[Callable[[Message, MessageReturned], None]] = []
         self._method_handlers: dict[type, Callable[[Any], None]] = {
-            Basic.Deliver: self._on_content_method,
-            Basic.Return: self._on_content_method,
-            Basic.Ack: self._on_ack,
-            Basic.Nack: self._on_nack,
+            Deliver: self._on_content_method,
+            Return: self._on_content_method,
+            Ack: self._on_ack,
+            Nack: self._on_nack,
             Basic.Cancel: self._on_server_cancel,
             commands.Channel.Close: self._on_server_close,
             commands.Channel.Flow: self._on_flow,
@@ -235,16 +239,29 @@ class Channel:
             method_bytes = self._publish_method(key)
         properties = properties or _EMPTY_PROPERTIES
         if not self._confirming:
-            self._send(frames.content_frames(self.id, method_bytes, body, properties, connection.frame_max))
+            self._send(*frames.content_frames(self.id, method_bytes, body, properties, connection.frame_max))
             return None
         seq = self._publish_seq + 1
+        return_key = None
         if mandatory:
-            properties = _with_header(properties, PUBLISH_SEQ_HEADER, seq)
-        data = frames.content_frames(self.id, method_bytes, body, properties, connection.frame_max)
-        self._send(data)
+            return_key = self._return_key(properties)
+            if return_key is None:
+                properties = _with_header(properties, PUBLISH_SEQ_HEADER, seq)
+        self._send(*frames.content_frames(self.id, method_bytes, body, properties, connection.frame_max))
         self._publish_seq = seq
         confirmation = self._unconfirmed[seq] = Confirmation()
+        if return_key is not None:
+            self._return_seqs[return_key] = seq
+            self._return_keys[seq] = return_key
         return confirmation
+
+    def _return_key(self, properties: Properties) -> str | None:
+        """What identifies a mandatory publish when it is returned: its message_id, else its correlation_id;
+        None when it has neither, or another unconfirmed publish has the same (then it needs the header)."""
+        key = properties.message_id or properties.correlation_id
+        if not key or key in self._return_seqs or PUBLISH_SEQ_HEADER in (properties.headers or ()):
+            return None
+        return key
 
     def _publish_method(self, key: tuple[str, str, bool]) -> bytes:
         exchange, routing_key, mandatory = key
@@ -269,7 +286,7 @@ class Channel:
         if multiple:
             self.flush_acks()
             self._forget_through(delivery_tag)
-            self._send(frames.method_frame(self.id, Basic.Ack(delivery_tag, True)))
+            self._send(frames.ack_frame(self.id, delivery_tag, True))
             return
         self._acks.add(delivery_tag)
         if self._ack_flush is None:
@@ -308,11 +325,11 @@ class Channel:
         data = []
         if last_of_run:
             self._forget_through(last_of_run)
-            data.append(frames.method_frame(self.id, Basic.Ack(last_of_run, True)))
+            data.append(frames.ack_frame(self.id, last_of_run, True))
         for tag in sorted(acks):
             if tag > last_of_run:
                 unacked.pop(tag, None)
-                data.append(frames.method_frame(self.id, Basic.Ack(tag, False)))
+                data.append(frames.ack_frame(self.id, tag, False))
         self._send(b"".join(data))
 
     def _forget_through(self, delivery_tag: int) -> None:
@@ -341,9 +358,11 @@ class Channel:
             else:
                 raise ProtocolError(f"unexpected {payload!r} on channel {self.id}")
 
-    def _on_content_method(self, method: Basic.Deliver | Basic.Return) -> None:
+    def _on_content_method(self, method: Deliver | Return) -> None:
         if self._content_method is not None:
-            raise ProtocolError(f"{method.name} arrived before the previous message's content on channel {self.id}")
+            raise ProtocolError(
+                f"Basic.{type(method).__name__} arrived before the previous message's content on channel {self.id}"
+            )
         self._content_method = method
 
     def _on_header(self, header: ContentHeader) -> None:
@@ -357,42 +376,50 @@ class Channel:
     def _on_body(self, data: bytes) -> None:
         if self._content_header is None:
             raise ProtocolError(f"unexpected content body on channel {self.id}")
-        self._content_missing -= len(data)
-        if self._content_missing < 0:
-            raise ProtocolError(f"content body longer than announced on channel {self.id}")
-        if self._content_missing == 0 and not self._content_parts:
-            self._on_content(data)
+        missing = self._content_missing = self._content_missing - len(data)
+        if missing > 0:
+            self._content_parts.append(data)
             return
-        self._content_parts.append(data)
-        if self._content_missing == 0:
-            self._on_content(b"".join(self._content_parts))
+        if missing < 0:
+            raise ProtocolError(f"content body longer than announced on channel {self.id}")
+        if self._content_parts:
+            self._content_parts.append(data)
+            data = b"".join(self._content_parts)
+            self._content_parts = []
+        self._on_content(data)
 
     def _on_content(self, body: bytes) -> None:
         method, header = self._content_method, self._content_header
         assert method is not None and header is not None
         self._content_method = self._content_header = None
-        self._content_parts = []
-        message = Message(self, body, header.properties, method.exchange, cast(str, method.routing_key))
-        if isinstance(method, Basic.Deliver):
-            message.delivery_tag = method.delivery_tag
-            message.redelivered = method.redelivered
-            message.consumer_tag = method.consumer_tag
-            consumer = self._consumers.get(cast(str, method.consumer_tag))
-            if consumer is None:
-                log.warning("delivery for unknown consumer %r on channel %d", method.consumer_tag, self.id)
-                return
-            if not consumer.no_ack:
-                self._unacked[cast(int, method.delivery_tag)] = None
-            try:
-                consumer.on_message(message)
-            except Exception:
-                log.exception("consumer callback %r failed", consumer.on_message)
+        if isinstance(method, Deliver):
+            self._on_delivery(method, body, header.properties)
         else:
-            self._on_returned(message, MessageReturned(cast(int, method.reply_code), method.reply_text, message))
+            message = Message(self, body, header.properties, method.exchange, method.routing_key)
+            self._on_returned(message, MessageReturned(method.reply_code, method.reply_text, message))
+
+    def _on_delivery(self, method: Deliver, body: bytes, properties: Properties) -> None:
+        consumer = self._consumers.get(method.consumer_tag)
+        if consumer is None:
+            log.warning("delivery for unknown consumer %r on channel %d", method.consumer_tag, self.id)
+            return
+        tag = method.delivery_tag
+        message = Message(
+            self, body, properties, method.exchange, method.routing_key, tag, method.redelivered, method.consumer_tag
+        )
+        if not consumer.no_ack:
+            self._unacked[tag] = None
+        try:
+            consumer.on_message(message)
+        except Exception:
+            log.exception("consumer callback %r failed", consumer.on_message)
 
     def _on_returned(self, message: Message, error: MessageReturned) -> None:
-        seq = (message.properties.headers or {}).get(PUBLISH_SEQ_HEADER)
-        confirmation = self._unconfirmed.pop(seq, None) if isinstance(seq, int) else None
+        properties = message.properties
+        seq = (properties.headers or {}).get(PUBLISH_SEQ_HEADER)
+        if not isinstance(seq, int):
+            seq = self._return_seqs.get(properties.message_id or properties.correlation_id or "")
+        confirmation = self._pop_unconfirmed(seq) if seq is not None else None
         if confirmation is not None:
             confirmation.settle(error)
             return
@@ -404,29 +431,37 @@ class Channel:
         if not self._return_callbacks:
             log.warning("message to %r/%r returned: %s", message.exchange, message.routing_key, error)
 
-    def _on_ack(self, frame: Basic.Ack) -> None:
+    def _on_ack(self, frame: Ack) -> None:
         self._settle(frame.delivery_tag, frame.multiple, None)
 
-    def _on_nack(self, frame: Basic.Nack) -> None:
+    def _on_nack(self, frame: Nack) -> None:
         self._settle(frame.delivery_tag, frame.multiple, MessageNacked("the broker nacked the message"))
 
     def _settle(self, tag: int, multiple: bool, error: BaseException | None) -> None:
-        unconfirmed = self._unconfirmed
         if multiple:
             tag = tag or self._publish_seq  # tag 0 with multiple means every outstanding publish
             for seq in range(self._lowest_unconfirmed, tag + 1):
-                confirmation = unconfirmed.pop(seq, None)
+                confirmation = self._pop_unconfirmed(seq)
                 if confirmation is not None:
                     confirmation.settle(error)
             self._lowest_unconfirmed = max(self._lowest_unconfirmed, tag + 1)
             return
-        confirmation = unconfirmed.pop(tag, None)
+        confirmation = self._pop_unconfirmed(tag)
         if confirmation is not None:
             confirmation.settle(error)
+        unconfirmed = self._unconfirmed
         lowest = self._lowest_unconfirmed
         while lowest <= self._publish_seq and lowest not in unconfirmed:
             lowest += 1
         self._lowest_unconfirmed = lowest
+
+    def _pop_unconfirmed(self, seq: int) -> Confirmation | None:
+        """Forget an unconfirmed publish (and its return key); None if it is not (or no longer) unconfirmed."""
+        if self._return_keys:
+            key = self._return_keys.pop(seq, None)
+            if key is not None:
+                del self._return_seqs[key]
+        return self._unconfirmed.pop(seq, None)
 
     def _on_server_cancel(self, frame: Basic.Cancel) -> None:
         consumer = self._consumers.pop(cast(str, frame.consumer_tag), None)
@@ -476,6 +511,8 @@ class Channel:
         if self._rpc_waiter is not None:
             self._rpc_waiter.set_exception(error)
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        self._return_seqs.clear()
+        self._return_keys.clear()
         for confirmation in unconfirmed.values():
             confirmation.settle(error)
         for callback in self._close_callbacks:

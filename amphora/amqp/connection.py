@@ -78,7 +78,7 @@ class Connection:
         self._reader = frames.FrameReader(frames.MIN_FRAME_MAX * 32)
         self._handshake_frames: collections.deque[frames.DecodedFrame] = collections.deque()
         self._channels: dict[int, Channel] = {}
-        self._write_chunks: list[bytes] = []
+        self._write_chunks: list[frames.Buffer] = []
         self._write_size = 0
         self._write_wakeup = Event()
         self._drained = Event()
@@ -212,12 +212,13 @@ class Connection:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, *data: frames.Buffer) -> None:
         """Queue whole frames for the writer; never yields, so a message's frames stay together."""
         if self._error is not None:
             raise self._error
-        self._write_chunks.append(data)
-        self._write_size += len(data)
+        self._write_chunks += data
+        for chunk in data:
+            self._write_size += len(chunk)
         self._sent_since_tick = True
         self._write_wakeup.set()
 

@@ -1,8 +1,8 @@
 """The protocol core: AMQP 0-9-1 frames to and from bytes, with no I/O.
 
-pamqp encodes and decodes the method and property payloads; this module does the framing around them,
-checks every length against the negotiated frame size before allocating, and turns any malformed input
-into :class:`~amphora.amqp.errors.ProtocolError`.
+pamqp encodes and decodes the method payloads (but for the hot methods, see :mod:`.methods`), ``.properties``
+the property payloads; this module does the framing around them, checks every length against the negotiated
+frame size before allocating, and turns any malformed input into :class:`~amphora.amqp.errors.ProtocolError`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pamqp import commands
 from pamqp.base import Frame as Method
 from pamqp.heartbeat import Heartbeat
 
+from . import methods
 from .errors import ProtocolError
 from .properties import Properties, decode_properties, encode_properties
 
@@ -30,8 +31,11 @@ HEARTBEAT = Heartbeat.value
 _FRAME_HEAD = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
 _HEADER_HEAD = struct.Struct(">HHQ")  # class id, weight (always 0), body size
+_ACK_FRAME = struct.Struct(">BHIIqBB")  # frame head, method index, delivery tag, multiple, frame end
+_ACK_INDEX = commands.Basic.Ack.index
 BASIC_CLASS = 60
 _END = bytes([FRAME_END])
+_JOINED_BODY_MAX = MIN_FRAME_MAX - FRAME_OVERHEAD  # a body up to this size is copied into its message's buffer
 
 
 class ContentHeader(NamedTuple):
@@ -41,8 +45,9 @@ class ContentHeader(NamedTuple):
     properties: Properties
 
 
-Payload = Method | ContentHeader | bytes | None
+Payload = Method | methods.HotMethod | ContentHeader | bytes | None
 DecodedFrame = tuple[int, int, Payload]  # (channel, frame type, payload)
+Buffer = bytes | memoryview
 
 
 class FrameReader:
@@ -50,76 +55,130 @@ class FrameReader:
 
     def __init__(self, frame_max: int = 131072) -> None:
         self._buffer = bytearray()
+        self._wanted = 0  # bytes the buffer needs before its first frame is complete
         self.frame_max = frame_max
 
     def feed(self, data: bytes) -> list[DecodedFrame]:
-        """Add received bytes; return every frame they complete, in order."""
+        """Add received bytes; return every frame they complete, in order.
+
+        Frames are decoded straight from ``data`` when no partial frame is pending (the usual case), and
+        only the incomplete tail is kept, so a body is copied once, from the received bytes to its own.
+        """
         buffer = self._buffer
+        if not buffer:
+            frames, offset = self._parse(data, data)
+            if offset < len(data):
+                buffer += memoryview(data)[offset:]
+            return frames
         buffer += data
-        frames: list[DecodedFrame] = []
-        offset = 0
-        available = len(buffer)
-        while available - offset >= FRAME_OVERHEAD:
-            if buffer[offset] == 0x41 and buffer[offset : offset + 4] == b"AMQP":  # "AMQP": version refused
-                raise ProtocolError("the broker does not accept AMQP 0-9-1 (it answered with its protocol header)")
-            frame_type, channel, size = _FRAME_HEAD.unpack_from(buffer, offset)
-            if size + FRAME_OVERHEAD > self.frame_max:
-                raise ProtocolError(f"frame of {size} bytes exceeds frame_max {self.frame_max}")
-            end = offset + 7 + size
-            if end >= available:
-                break
-            if buffer[end] != FRAME_END:
-                raise ProtocolError(f"frame end byte is {buffer[end]:#x}, expected {FRAME_END:#x}")
-            frames.append((channel, frame_type, _decode(frame_type, bytes(buffer[offset + 7 : end]))))
-            offset = end + 1
-        if offset:
-            del buffer[:offset]
+        if len(buffer) < self._wanted:
+            return []
+        with memoryview(buffer) as view:
+            frames, offset = self._parse(buffer, view)
+        del buffer[:offset]
         return frames
 
+    def _parse(self, data: bytes | bytearray, view: bytes | memoryview) -> tuple[list[DecodedFrame], int]:
+        """The complete frames at the start of ``data`` and the offset after them; ``view`` slices it."""
+        frames: list[DecodedFrame] = []
+        offset = 0
+        available = len(data)
+        frame_type = 0
+        try:
+            while available - offset >= FRAME_OVERHEAD:
+                frame_type, channel, size = _FRAME_HEAD.unpack_from(data, offset)
+                if frame_type == 0x41 and data[offset : offset + 4] == b"AMQP":  # the broker refused our version
+                    raise ProtocolError("the broker does not accept AMQP 0-9-1 (it answered with its protocol header)")
+                if size + FRAME_OVERHEAD > self.frame_max:
+                    raise ProtocolError(f"frame of {size} bytes exceeds frame_max {self.frame_max}")
+                start = offset + 7
+                end = start + size
+                if end >= available:
+                    self._wanted = end + 1 - offset
+                    break
+                if data[end] != FRAME_END:
+                    raise ProtocolError(f"frame end byte is {data[end]:#x}, expected {FRAME_END:#x}")
+                payload: Payload
+                if frame_type == FRAME_BODY:
+                    payload = bytes(view[start:end])
+                elif frame_type == FRAME_METHOD:
+                    payload = _decode_method(data, start, end)
+                elif frame_type == FRAME_HEADER:
+                    payload = _decode_header(bytes(view[start:end]))
+                elif frame_type == FRAME_HEARTBEAT:
+                    payload = None
+                else:
+                    raise ProtocolError(f"unknown frame type {frame_type}")
+                frames.append((channel, frame_type, payload))
+                offset = end + 1
+            else:
+                self._wanted = 0
+        except ProtocolError:
+            raise
+        except Exception as exc:  # pamqp and struct raise many kinds on garbage: all mean a malformed frame
+            raise ProtocolError(f"malformed frame of type {frame_type}: {exc!r}") from None
+        return frames, offset
 
-def _decode(frame_type: int, payload: bytes) -> Payload:
-    try:
-        if frame_type == FRAME_BODY:
-            return payload
-        if frame_type == FRAME_METHOD:
-            method_class = commands.INDEX_MAPPING.get(_METHOD_INDEX.unpack_from(payload)[0])
-            if method_class is None:
-                raise ProtocolError("unknown method index")
-            method = method_class()
-            method.unmarshal(payload[4:])
-            return method
-        if frame_type == FRAME_HEADER:
-            class_id, _, body_size = _HEADER_HEAD.unpack_from(payload)
-            if class_id != BASIC_CLASS:
-                raise ProtocolError(f"content header of class {class_id}, not Basic")
-            return ContentHeader(body_size, decode_properties(payload[_HEADER_HEAD.size :]))
-        if frame_type == FRAME_HEARTBEAT:
-            return None
-    except ProtocolError:
-        raise
-    except Exception as exc:  # pamqp raises many kinds on garbage: all mean a malformed frame
-        raise ProtocolError(f"malformed frame of type {frame_type}: {exc!r}") from None
-    raise ProtocolError(f"unknown frame type {frame_type}")
+
+def _decode_method(data: bytes | bytearray, start: int, end: int) -> Method | methods.HotMethod:
+    """A method frame's payload: the hot methods by their fast decoders, any other by pamqp."""
+    if end - start < _METHOD_INDEX.size:
+        raise ProtocolError("method frame too short for a method index")
+    index = _METHOD_INDEX.unpack_from(data, start)[0]
+    decoder = methods.DECODERS.get(index)
+    if decoder is not None:
+        return decoder(data, start + 4, end)
+    method_class = commands.INDEX_MAPPING.get(index)
+    if method_class is None:
+        raise ProtocolError("unknown method index")
+    method = method_class()
+    method.unmarshal(bytes(data[start + 4 : end]))
+    return method
 
 
-def _frame(frame_type: int, channel: int, payload: bytes | memoryview) -> bytes:
-    return b"".join((_FRAME_HEAD.pack(frame_type, channel, len(payload)), payload, _END))
+def _decode_header(payload: bytes) -> ContentHeader:
+    class_id, _, body_size = _HEADER_HEAD.unpack_from(payload)
+    if class_id != BASIC_CLASS:
+        raise ProtocolError(f"content header of class {class_id}, not Basic")
+    return ContentHeader(body_size, decode_properties(payload[_HEADER_HEAD.size :]))
 
 
 def method_frame(channel: int, method: Method) -> bytes:
     """One method frame."""
-    return _frame(FRAME_METHOD, channel, _METHOD_INDEX.pack(method.index) + method.marshal())
+    payload = _METHOD_INDEX.pack(method.index) + method.marshal()
+    return b"".join((_FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)), payload, _END))
 
 
-def content_frames(channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int) -> bytes:
-    """The frames of one message: its already marshalled method frame, header, and body split to fit."""
-    header = _HEADER_HEAD.pack(BASIC_CLASS, 0, len(body)) + encode_properties(properties)
-    parts = [method_bytes, _frame(FRAME_HEADER, channel, header)]
+def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """One Basic.Ack method frame, as pamqp would marshal it."""
+    return _ACK_FRAME.pack(FRAME_METHOD, channel, 13, _ACK_INDEX, delivery_tag, multiple, FRAME_END)
+
+
+def content_frames(
+    channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int
+) -> list[Buffer]:
+    """The frames of one message, to be written in order: its already marshalled method frame, header, and
+    body split to fit. A small message is one buffer; the body of a larger one is referenced, not copied."""
+    properties_bytes = encode_properties(properties)
+    size = len(body)
+    small = [  # the small buffers up to the next body piece, joined into one
+        method_bytes,
+        _FRAME_HEAD.pack(FRAME_HEADER, channel, _HEADER_HEAD.size + len(properties_bytes)),
+        _HEADER_HEAD.pack(BASIC_CLASS, 0, size),
+        properties_bytes,
+        _END,
+    ]
     chunk = frame_max - FRAME_OVERHEAD
-    if len(body) <= chunk:
-        if body:
-            parts.append(_frame(FRAME_BODY, channel, body))
-    else:
-        view = memoryview(body)
-        parts.extend(_frame(FRAME_BODY, channel, view[i : i + chunk]) for i in range(0, len(body), chunk))
-    return b"".join(parts)
+    if size <= _JOINED_BODY_MAX:
+        if size:
+            small += (_FRAME_HEAD.pack(FRAME_BODY, channel, size), body, _END)
+        return [b"".join(small)]
+    view = memoryview(body if type(body) is bytes else bytes(body))  # a mutable body could change under us
+    parts: list[Buffer] = []
+    for i in range(0, size, chunk):
+        piece = view[i : i + chunk]
+        small.append(_FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)))
+        parts += (b"".join(small), piece)
+        small = [_END]
+    parts.append(_END)
+    return parts
