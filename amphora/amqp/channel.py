@@ -39,6 +39,12 @@ OnMessage = Callable[[Message], None]
 OnCancel = Callable[[str], None]
 
 
+ACK_DELAY = 0.01
+"""Seconds an ack may wait to be sent with others (see :meth:`Channel.basic_ack`)."""
+ACK_BATCH_UNLIMITED = 1000
+"""Acks gathered before sending them, on a channel whose prefetch is unlimited."""
+
+
 class DeclareOk(NamedTuple):
     queue: str
     message_count: int
@@ -64,8 +70,9 @@ class Channel:
         self._rpc_expect: tuple[type, ...] = ()
         self._consumers: dict[str, _Consumer] = {}
         self._unacked: dict[int, None] = {}  # delivery tags awaiting our ack, in delivery order
-        self._acks: set[int] = set()  # acks not sent yet: sent together at the end of this loop iteration
-        self._ack_flush = None
+        self._acks: set[int] = set()  # acks not sent yet, gathered to be sent as few frames
+        self._ack_flush: Any = None  # the loop callback or timer that sends them
+        self._ack_batch = 1  # this many gathered acks are sent at the end of the loop iteration
         self._confirming = False
         self._publish_seq = 0
         self._lowest_unconfirmed = 1
@@ -179,7 +186,13 @@ class Channel:
         return int(ok.message_count)
 
     def basic_qos(self, prefetch_count: int = 0, prefetch_size: int = 0, global_qos: bool = False) -> None:
+        """Set the prefetch; acks are then held back until half a prefetch gathered, or ACK_DELAY passed.
+
+        With several consumers on the channel, the smallest prefetch decides, so none waits for acks.
+        """
         self._rpc(Basic.Qos(prefetch_size, prefetch_count, global_qos), Basic.QosOk)
+        batch = max(1, prefetch_count // 2) if prefetch_count else ACK_BATCH_UNLIMITED
+        self._ack_batch = batch if self._ack_batch == 1 and not self._consumers else min(self._ack_batch, batch)
 
     def confirm_select(self) -> None:
         """Turn on publisher confirms: from now on :meth:`basic_publish` returns a Confirmation."""
@@ -280,17 +293,25 @@ class Channel:
     # --- acknowledging deliveries --------------------------------------------------------------
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge a delivery. Single acks are gathered until the end of the current loop iteration and
-        sent as few frames as possible (one ``multiple`` ack for every leading run of them)."""
+        """Acknowledge a delivery. Single acks are gathered and sent as few frames as possible (one
+        ``multiple`` ack for every leading run of them): at the end of the loop iteration once half the
+        prefetch gathered (every one without :meth:`basic_qos`), else at most ``ACK_DELAY`` seconds later.
+        Fewer ack frames save the broker and both sides a write and a read per message."""
         self._raise_if_closed()
         if multiple:
             self.flush_acks()
             self._forget_through(delivery_tag)
             self._send(frames.ack_frame(self.id, delivery_tag, True))
             return
-        self._acks.add(delivery_tag)
-        if self._ack_flush is None:
-            self._ack_flush = gevent.get_hub().loop.run_callback(self.flush_acks)
+        acks = self._acks
+        acks.add(delivery_tag)
+        if len(acks) >= self._ack_batch:
+            if self._ack_flush is None or len(acks) == self._ack_batch:  # none yet, or only the timer
+                self._stop_ack_flush()
+                self._ack_flush = gevent.get_hub().loop.run_callback(self.flush_acks)
+        elif self._ack_flush is None:
+            self._ack_flush = gevent.get_hub().loop.timer(ACK_DELAY)
+            self._ack_flush.start(self.flush_acks)
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         self._raise_if_closed()
@@ -310,9 +331,7 @@ class Channel:
     def flush_acks(self) -> None:
         """Send the gathered acks now: one ``multiple`` ack up to the last tag before which every delivery
         is acknowledged, and single acks for the others."""
-        if self._ack_flush is not None:
-            self._ack_flush.stop()
-            self._ack_flush = None
+        self._stop_ack_flush()
         acks, self._acks = self._acks, set()
         if not acks or self._error is not None:
             return
@@ -331,6 +350,11 @@ class Channel:
                 unacked.pop(tag, None)
                 data.append(frames.ack_frame(self.id, tag, False))
         self._send(b"".join(data))
+
+    def _stop_ack_flush(self) -> None:
+        if self._ack_flush is not None:
+            self._ack_flush.stop()
+            self._ack_flush = None
 
     def _forget_through(self, delivery_tag: int) -> None:
         """Drop every outstanding tag up to ``delivery_tag`` (``0``: all), as a ``multiple`` settle does."""

@@ -81,6 +81,9 @@ class Connection:
         self._write_chunks: list[frames.Buffer] = []
         self._write_size = 0
         self._write_wakeup = Event()
+        self._flush_scheduled = False
+        self._writer_busy = False  # the writer greenlet is sending (and may wait for the socket)
+        self._raw_send: Callable[[frames.Buffer], int] | None = None  # the plain socket's non-blocking send
         self._drained = Event()
         self._drained.set()
         self._sent_since_tick = False
@@ -116,6 +119,9 @@ class Connection:
             self._error = ConnectionClosed(0, "the connection was never opened")
             raise
         self._reader.frame_max = self.frame_max
+        raw = getattr(self._sock, "_sock", None)  # gevent's plain socket wraps a non-blocking one; TLS does not
+        if not self.parameters.tls and raw is not None:
+            self._raw_send = raw.send
         self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._write_loop)]
         if self.heartbeat:
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
@@ -220,7 +226,36 @@ class Connection:
         for chunk in data:
             self._write_size += len(chunk)
         self._sent_since_tick = True
-        self._write_wakeup.set()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            gevent.get_hub().loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        """Write what was queued during this loop iteration, in one send from the hub when the socket takes
+        it all (no switch to the writer greenlet); the writer sends the rest, waiting for the socket."""
+        self._flush_scheduled = False
+        if self._writer_busy or self._raw_send is None or self._error is not None:
+            self._write_wakeup.set()
+            return
+        data = self._take_chunks()
+        if not data:
+            return
+        try:
+            sent = self._raw_send(data)
+        except OSError:  # full (EAGAIN), or broken: the writer waits, or meets the error and fails
+            sent = 0
+        if sent < len(data):
+            self._write_chunks.insert(0, data[sent:])
+            self._write_size += len(data) - sent
+            self._write_wakeup.set()
+
+    def _take_chunks(self) -> memoryview:
+        """Everything queued, as one buffer; the queue is empty after."""
+        chunks = self._write_chunks
+        self._write_chunks = []
+        self._write_size = 0
+        self._drained.set()
+        return memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def wait_writable(self) -> None:
         """Block while the write backlog is over its limit (the broker is slow, blocked or gone)."""
@@ -237,17 +272,17 @@ class Connection:
 
     def _write_loop(self) -> None:
         assert self._sock is not None
-        sendall = self._sock.sendall
+        send = self._sock.send  # not sendall: gevent's asks the socket its buffer size on every call
         try:
             while True:
                 self._write_wakeup.wait()
                 self._write_wakeup.clear()
+                self._writer_busy = True
                 while self._write_chunks:
-                    chunks = self._write_chunks
-                    self._write_chunks = []
-                    self._write_size = 0
-                    self._drained.set()
-                    sendall(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    data = self._take_chunks()
+                    while data:
+                        data = data[send(data) :]
+                self._writer_busy = False
         except OSError as exc:
             self._fail(ConnectionLost(f"writing to {self.parameters.url} failed: {exc}"))
 
