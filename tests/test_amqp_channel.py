@@ -9,6 +9,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora.amqp import Properties, connect
+from amphora.amqp.channel import ACK_DELAY
 from amphora.amqp.errors import (
     AccessRefused,
     ChannelClosed,
@@ -266,6 +267,53 @@ def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue):
     consumer.close()  # unacknowledged deliveries would go back to the queue now
     checker = connection.channel()
     assert checker.queue_declare(queue, passive=True).message_count == 0
+
+
+def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(connection, queue):
+    publisher = connection.channel()
+    publisher.confirm_select()
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=10)
+    sent_frames = []
+    real_send = consumer._send
+    consumer._send = lambda *data: sent_frames.append(data) or real_send(*data)
+    acked = Queue()
+
+    def ack_each(message) -> None:
+        message.ack()
+        acked.put(message.body)
+
+    consumer.basic_consume(queue, ack_each)
+    for i in range(200):
+        publisher.basic_publish(b"%d" % i, "", queue)
+    publisher.basic_publish(b"last", "", queue).wait()
+    # with 10 in flight at most, 201 deliveries arrive only if acks went out every 5 (half the prefetch)
+    assert [acked.get(timeout=5) for _ in range(201)][-1] == b"last"
+    assert len(sent_frames) <= 201 // 5 + 2
+    consumer.basic_qos(prefetch_count=1)  # a second consumer with prefetch 1: each ack goes out at once
+    publisher.basic_publish(b"one more", "", queue).wait()
+    assert acked.get(timeout=5) == b"one more"
+    gevent.sleep(0)  # the ack went at the end of that loop iteration, not ACK_DELAY later
+    gevent.sleep(0)
+    assert not consumer._acks
+    checker = connection.channel()
+    assert checker.queue_declare(queue, passive=True).message_count == 0
+    consumer.close()
+    assert checker.queue_declare(queue, passive=True).message_count == 0  # none was left unacknowledged
+
+
+def test_a_lone_ack_goes_out_after_the_delay(connection, queue):
+    publisher = connection.channel()
+    publisher.confirm_select()
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=100)
+    received = consume_into(consumer, queue, no_ack=False)
+    publisher.basic_publish(b"alone", "", queue).wait()
+    message = received.get(timeout=5)
+    message.ack()
+    assert consumer._acks  # held back: 1 of the 50 that would go at once
+    gevent.sleep(ACK_DELAY * 3)
+    assert not consumer._acks and message.delivery_tag not in consumer._unacked
 
 
 def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue):
