@@ -72,6 +72,7 @@ class Channel:
         self._unacked: dict[int, None] = {}  # delivery tags awaiting our ack, in delivery order
         self._acks: set[int] = set()  # acks not sent yet, gathered to be sent as few frames
         self._ack_flush: Any = None  # the loop callback or timer that sends them
+        self._ack_flush_soon = False  # it is the callback at the end of this loop iteration
         self._ack_batch = 1  # this many gathered acks are sent at the end of the loop iteration
         self._confirming = False
         self._publish_seq = 0
@@ -306,9 +307,10 @@ class Channel:
         acks = self._acks
         acks.add(delivery_tag)
         if len(acks) >= self._ack_batch:
-            if self._ack_flush is None or len(acks) == self._ack_batch:  # none yet, or only the timer
+            if not self._ack_flush_soon:  # none yet, or only the timer
                 self._stop_ack_flush()
                 self._ack_flush = gevent.get_hub().loop.run_callback(self.flush_acks)
+                self._ack_flush_soon = True
         elif self._ack_flush is None:
             self._ack_flush = gevent.get_hub().loop.timer(ACK_DELAY)
             self._ack_flush.start(self.flush_acks)
@@ -355,6 +357,7 @@ class Channel:
         if self._ack_flush is not None:
             self._ack_flush.stop()
             self._ack_flush = None
+            self._ack_flush_soon = False
 
     def _forget_through(self, delivery_tag: int) -> None:
         """Drop every outstanding tag up to ``delivery_tag`` (``0``: all), as a ``multiple`` settle does."""
