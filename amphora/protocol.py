@@ -81,19 +81,42 @@ class JsonSerializer:
         return self._encoder.encode(value).encode()
 
     def loads(self, data: bytes) -> Any:
-        if self._fast_loads is not None and len(data) <= _FAST_LOADS_MAX and not _LONG_NUMBER.search(data):
+        if self._fast_loads is not None:
             try:
-                return self._fast_loads(data)
+                value = self._fast_loads(data)
             except ValueError:
                 pass  # the standard library decides (and says what is wrong)
+            else:
+                # orjson decodes an integer beyond 64 bits as a float: a float may be one of those if the
+                # text has 19 digits in a row (scanning small bodies first is cheaper than walking them)
+                if len(data) <= _SCAN_FIRST_MAX:
+                    if not _LONG_NUMBER.search(data):
+                        return value
+                elif not _holds_float(value) or not _LONG_NUMBER.search(data):
+                    return value
         return self._decoder.decode(data.decode())
 
 
 _ORJSON_BUFFER = 4096
-_FAST_LOADS_MAX = 4096
-"""Larger bodies go to the standard library: scanning them for long numbers costs more than orjson saves."""
+_SCAN_FIRST_MAX = 4096
+"""Up to this size a body is scanned for long numbers; a larger one is scanned only if it holds floats."""
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 """19 digits in a row may be an integer beyond 64 bits."""
+
+
+def _holds_float(value: Any) -> bool:
+    """Whether a decoded JSON value has a float anywhere in it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item.values())
+    return False
 
 
 def _orjson() -> Any:

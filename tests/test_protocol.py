@@ -44,6 +44,8 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library():
         b'{"a": 1, "a": 2}',
         b'"\\u00e9t\\u00e9"',
         b"[0.1, 1e-400, -0.0]",
+        b'{"pad": "' + b"x" * 5000 + b'", "n": [1.5, 123456789012345678901234567890]}',  # large, long number
+        b'{"pad": "' + b"x" * 5000 + b'", "n": [1.5, 2, 1e300]}',  # large, floats only
     ],
 )
 def test_decoding_gives_what_the_standard_library_gives(text):
