@@ -107,3 +107,11 @@ def test_content_frames_are_pamqps(size):
     expected = [method, frame.marshal(header.ContentHeader(0, size, properties), 3)]
     expected += [frame.marshal(ContentBody(body[i : i + 4088]), 3) for i in range(0, size, 4088)]
     assert b"".join(frames.content_frames(3, method, body, properties, 4096)) == b"".join(expected)
+
+
+def test_what_is_left_of_a_partly_written_batch():
+    from amphora.amqp.connection import _unsent
+
+    chunks = [b"abc", memoryview(b"defgh"), b"ij"]
+    for sent in range(11):
+        assert b"".join(bytes(c) for c in _unsent(chunks, sent)) == b"abcdefghij"[sent:]

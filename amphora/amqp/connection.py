@@ -64,6 +64,24 @@ def connect(url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", **options: Any) 
     return Connection(ConnectionParameters.from_url(url, **options)).open()
 
 
+SCATTER_MIN_SIZE = 65536
+"""Batches from this many bytes up are written from their own buffers (``sendmsg``) rather than joined."""
+SCATTER_MAX_BUFFERS = 64
+
+
+def _joined(chunks: list[frames.Buffer]) -> memoryview:
+    return memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+
+def _unsent(chunks: list[frames.Buffer], sent: int) -> list[frames.Buffer]:
+    """What is left of ``chunks`` once their first ``sent`` bytes are written."""
+    for index, chunk in enumerate(chunks):
+        if sent < len(chunk):
+            return [memoryview(chunk)[sent:], *chunks[index + 1 :]]
+        sent -= len(chunk)
+    return []
+
+
 class Connection:
     """An AMQP 0-9-1 connection: handshake, channels, heartbeats, flow control and failure reporting."""
 
@@ -83,7 +101,7 @@ class Connection:
         self._write_wakeup = Event()
         self._flush_scheduled = False
         self._writer_busy = False  # the writer greenlet is sending (and may wait for the socket)
-        self._raw_send: Callable[[frames.Buffer], int] | None = None  # the plain socket's non-blocking send
+        self._raw_socket: _stdlib_socket.socket | None = None  # the plain socket's own, non-blocking
         self._drained = Event()
         self._drained.set()
         self._sent_since_tick = False
@@ -121,7 +139,7 @@ class Connection:
         self._reader.frame_max = self.frame_max
         raw = getattr(self._sock, "_sock", None)  # gevent's plain socket wraps a non-blocking one; TLS does not
         if not self.parameters.tls and raw is not None:
-            self._raw_send = raw.send
+            self._raw_socket = raw
         self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._write_loop)]
         if self.heartbeat:
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
@@ -232,30 +250,38 @@ class Connection:
 
     def _flush(self) -> None:
         """Write what was queued during this loop iteration, in one send from the hub when the socket takes
-        it all (no switch to the writer greenlet); the writer sends the rest, waiting for the socket."""
+        it all (no switch to the writer greenlet); the writer sends the rest, waiting for the socket.
+
+        A large batch goes out with ``sendmsg`` straight from its buffers (a 64 KiB body is not copied)."""
         self._flush_scheduled = False
-        if self._writer_busy or self._raw_send is None or self._error is not None:
+        raw = self._raw_socket
+        if self._writer_busy or raw is None or self._error is not None:
             self._write_wakeup.set()
             return
-        data = self._take_chunks()
-        if not data:
+        size = self._write_size
+        chunks = self._detach_chunks()
+        if not size:
             return
         try:
-            sent = self._raw_send(data)
+            if size >= SCATTER_MIN_SIZE and 1 < len(chunks) <= SCATTER_MAX_BUFFERS:
+                sent = raw.sendmsg(chunks)
+            else:
+                chunks = [_joined(chunks)]
+                sent = raw.send(chunks[0])
         except OSError:  # full (EAGAIN), or broken: the writer waits, or meets the error and fails
             sent = 0
-        if sent < len(data):
-            self._write_chunks.insert(0, data[sent:])
-            self._write_size += len(data) - sent
+        if sent < size:
+            self._write_chunks[:0] = _unsent(chunks, sent)
+            self._write_size += size - sent
             self._write_wakeup.set()
 
-    def _take_chunks(self) -> memoryview:
-        """Everything queued, as one buffer; the queue is empty after."""
+    def _detach_chunks(self) -> list[frames.Buffer]:
+        """Everything queued; the queue is empty after."""
         chunks = self._write_chunks
         self._write_chunks = []
         self._write_size = 0
         self._drained.set()
-        return memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return chunks
 
     def wait_writable(self) -> None:
         """Block while the write backlog is over its limit (the broker is slow, blocked or gone)."""
@@ -279,7 +305,7 @@ class Connection:
                 self._write_wakeup.clear()
                 self._writer_busy = True
                 while self._write_chunks:
-                    data = self._take_chunks()
+                    data = _joined(self._detach_chunks())
                     while data:
                         data = data[send(data) :]
                 self._writer_busy = False
