@@ -64,6 +64,8 @@ def connect(url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", **options: Any) 
     return Connection(ConnectionParameters.from_url(url, **options)).open()
 
 
+READ_SIZE = 262144
+"""Bytes asked of the socket per read."""
 SCATTER_MIN_SIZE = 65536
 """Batches from this many bytes up are written from their own buffers (``sendmsg``) rather than joined."""
 SCATTER_MAX_BUFFERS = 64
@@ -316,14 +318,14 @@ class Connection:
 
     def _read_loop(self) -> None:
         assert self._sock is not None
-        recv = self._sock.recv
+        recv = self._receiver()
         feed = self._reader.feed
         try:
             pending = list(self._handshake_frames)
             self._handshake_frames.clear()
             self._dispatch(pending)
             while True:
-                data = recv(262144)
+                data = recv()
                 if not data:
                     raise ConnectionLost(f"the broker at {self.parameters.url} closed the socket")
                 self._received_since_tick = True
@@ -335,6 +337,34 @@ class Connection:
         except Exception as exc:  # a bug in a frame handler must not leave waiters hanging
             log.exception("failed to handle a frame from %s", self.parameters.url)
             self._fail(ProtocolError(f"failed to handle a frame: {exc!r}"))
+
+    def _receiver(self) -> Callable[[], bytes]:
+        """A function returning the next bytes from the socket, waiting for them cooperatively.
+
+        On a plain socket, after a read that did not fill the buffer it waits for the socket to be readable
+        before reading again: gevent's ``recv`` would first try, and fail with EAGAIN, once per wake-up."""
+        sock = self._sock
+        assert sock is not None
+        raw, wait, readable = self._raw_socket, getattr(sock, "_wait", None), getattr(sock, "_read_event", None)
+        if raw is None or wait is None or readable is None:
+            return lambda: sock.recv(READ_SIZE)
+        raw_recv = raw.recv
+        drained = False
+
+        def recv() -> bytes:
+            nonlocal drained
+            while True:
+                if drained:
+                    wait(readable)
+                try:
+                    data = raw_recv(READ_SIZE)
+                except BlockingIOError:
+                    drained = True
+                    continue
+                drained = len(data) < READ_SIZE
+                return data
+
+        return recv
 
     def _dispatch(self, decoded: list[frames.DecodedFrame]) -> None:
         channels = self._channels
