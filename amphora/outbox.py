@@ -80,7 +80,7 @@ class Outbox:
         self._unsent: collections.deque[Envelope] = collections.deque()
         self._in_flight = 0  # published on the current connection, awaiting their confirms
         self._careful_from: int | None = None  # from this link generation on, one message in flight at a time
-        self._nack_reset: gevent.Greenlet | None = None
+        self._nack_reset_for: int | None = None  # the link generation a reconnect after a nack is due for
         self._pump_wakeup = Event()
         self._pump: gevent.Greenlet | None = None
         self._keys = itertools.count()
@@ -173,10 +173,12 @@ class Outbox:
                 self._careful_from = None  # every message that shared the refusal is through
         elif isinstance(error, MessageNacked):
             # A channel may go on nacking (RabbitMQ 3.10 does, for a quorum queue that elected a new leader
-            # while the channel published to it): publish it again later, on a new connection.
-            if self._nack_reset is None:
+            # while the channel published to it): publish it again later, on a new connection. One reconnect
+            # per connection: a reconnect still due for an older one does nothing for this one.
+            if self._nack_reset_for != generation:
                 log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
-                self._nack_reset = gevent.spawn_later(NACK_BACKOFF, self._reset_after_nack, generation)
+                self._nack_reset_for = generation
+                gevent.spawn_later(NACK_BACKOFF, self._reset_after_nack, generation)
         elif isinstance(error, ChannelClosed):
             # The broker refused a publish (no write permission, no such exchange) and closed the channel:
             # every message in flight got the error. To find the refused one, the next connections publish
@@ -191,9 +193,15 @@ class Outbox:
             self._wake_pump()
 
     def _reset_after_nack(self, generation: int) -> None:
-        self._nack_reset = None
-        if self._link.generation == generation:  # not reconnected meanwhile: the replay will send it
-            self._link.reset()
+        """Reconnect if still on the connection ``generation`` that nacked. If the link reconnected meanwhile
+        (or is reconnecting: not ready), the replay sends the nacked messages again, and a nack on the new
+        connection asks for a reconnect of its own."""
+        try:
+            if self._link.generation == generation and self._link.ready.is_set():
+                self._link.reset()
+        finally:
+            if self._nack_reset_for == generation:
+                self._nack_reset_for = None
 
     def _finish(self, envelope: Envelope, error: BaseException | None) -> None:
         if self._entries.pop(envelope.key, None) is None:

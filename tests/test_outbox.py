@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from gevent.event import AsyncResult, Event
 
+from amphora import outbox as outbox_module
 from amphora.amqp import ConnectionParameters, Properties, connect
 from amphora.amqp.errors import NotFound
 from amphora.link import Link
 from amphora.outbox import Outbox
 from amphora.topology import Queue
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,3 +84,32 @@ def test_a_publish_the_broker_refuses_fails_alone_after_a_few_tries(amqp_url, se
     assert outcomes["before"].get(timeout=30) is None and outcomes["after"].get(timeout=30) is None
     assert outbox.flush(timeout=10)
     link.stop()
+
+
+def test_a_message_nacked_again_after_a_reconnect_is_published_again(amqp_url, service, monkeypatch):
+    """A nack schedules a reconnect; if the link reconnects first (its node died) and the new connection
+    nacks too, the message must still go again: the reconnect scheduled for the old connection does nothing.
+    (A full queue with ``reject-publish`` makes the broker nack; the stuck call of the cluster test was so.)"""
+    monkeypatch.setattr(outbox_module, "NACK_BACKOFF", 2.0)  # the old reconnect is still due after the new nack
+    side = connect(amqp_url).channel()
+    side.queue_declare(service, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    side.confirm_select()
+    confirmation = side.basic_publish(b"blocker", "", service)
+    assert confirmation is not None
+    confirmation.wait(timeout=10)  # the queue is full: the broker nacks every publish to it
+    link = Link([ConnectionParameters.from_url(amqp_url)], "outbox test", confirm=True)
+    outbox = Outbox(link)
+    link.start()
+    assert link.wait_ready(timeout=30)
+    try:
+        outbox.publish("", service, b"message", Properties(delivery_mode=2))
+        wait_until(lambda: outbox._in_flight == 0)  # nacked on the first connection
+        link.reset()  # the connection is lost before the reconnect the nack asked for
+        wait_until(lambda: link.generation == 2 and link.ready.is_set())
+        wait_until(lambda: outbox._in_flight == 0 and not outbox._unsent)  # published again, nacked again
+        side.queue_purge(service)  # room for it now
+        assert outbox.flush(timeout=10), "the message nacked on the second connection was never published again"
+        assert drain(amqp_url, service) == [b"message"]
+    finally:
+        link.stop()
+        side.connection.close()
