@@ -44,6 +44,14 @@ def queue(channel):
         channel.queue_delete(name)
 
 
+@pytest.fixture
+def publisher(connection):
+    """A channel with publisher confirms on."""
+    channel = connection.channel()
+    channel.confirm_select()
+    return channel
+
+
 def consume_into(channel, queue, no_ack=True) -> Queue:
     received: Queue = Queue()
     channel.basic_consume(queue, received.put, no_ack=no_ack)
@@ -220,9 +228,7 @@ def test_returns_without_confirms_reach_the_return_callback(channel):
     assert returned.get(timeout=5) == (b"lost", 312)
 
 
-def test_manual_ack_nack_reject_and_multiple(connection, queue):
-    publisher = connection.channel()
-    publisher.confirm_select()
+def test_manual_ack_nack_reject_and_multiple(connection, queue, publisher):
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=10)
     received = consume_into(consumer, queue, no_ack=False)
@@ -245,9 +251,7 @@ def test_manual_ack_nack_reject_and_multiple(connection, queue):
     assert checker.queue_declare(queue, passive=True).message_count == 0
 
 
-def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue):
-    publisher = connection.channel()
-    publisher.confirm_select()
+def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue, publisher):
     consumer = connection.channel()
     received = consume_into(consumer, queue, no_ack=False)
     for i in range(60):
@@ -269,9 +273,7 @@ def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue):
     assert checker.queue_declare(queue, passive=True).message_count == 0
 
 
-def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(connection, queue):
-    publisher = connection.channel()
-    publisher.confirm_select()
+def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(connection, queue, publisher):
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=10)
     sent_frames = []
@@ -302,9 +304,7 @@ def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(c
     assert checker.queue_declare(queue, passive=True).message_count == 0  # none was left unacknowledged
 
 
-def test_a_lone_ack_goes_out_after_the_delay(connection, queue):
-    publisher = connection.channel()
-    publisher.confirm_select()
+def test_a_lone_ack_goes_out_after_the_delay(connection, queue, publisher):
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=100)
     received = consume_into(consumer, queue, no_ack=False)
@@ -316,9 +316,7 @@ def test_a_lone_ack_goes_out_after_the_delay(connection, queue):
     assert not consumer._acks and message.delivery_tag not in consumer._unacked
 
 
-def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue):
-    publisher = connection.channel()
-    publisher.confirm_select()
+def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue, publisher):
     publisher.basic_publish(b"keep me", "", queue).wait()
     consumer = connection.channel()
     received = consume_into(consumer, queue, no_ack=False)
