@@ -115,3 +115,28 @@ def test_what_is_left_of_a_partly_written_batch():
     chunks = [b"abc", memoryview(b"defgh"), b"ij"]
     for sent in range(11):
         assert b"".join(bytes(c) for c in _unsent(chunks, sent)) == b"abcdefghij"[sent:]
+
+
+def test_a_body_split_across_reads_is_gathered_whole():
+    body = bytes(range(256)) * 400  # 102,400 bytes in one body frame
+    data = _message_frames(body, frame_max=131072) + frames.HEARTBEAT
+    body_start = data.index(body)
+    end_byte = body_start + len(body)
+    splits = ([body_start + 5], [body_start + 5, end_byte], [end_byte, end_byte + 1], list(range(0, len(data), 9999)))
+    for cuts in splits:
+        reader = frames.FrameReader(131072)
+        decoded = []
+        for start, stop in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            decoded += reader.feed(data[start:stop])
+        assert [t for _, t, _ in decoded] == [frames.FRAME_METHOD, frames.FRAME_HEADER, frames.FRAME_BODY, 8]
+        assert decoded[2][2] == body and isinstance(decoded[2][2], bytes)
+
+
+def test_a_split_body_frame_is_checked_like_any():
+    reader = frames.FrameReader(4096)
+    with pytest.raises(ProtocolError, match="exceeds frame_max"):
+        reader.feed(b"\x03\x00\x01\xff\xff\xff\xf0")  # only the head of a body frame claiming 4 GB
+    reader = frames.FrameReader(4096)
+    reader.feed(b"\x03\x00\x01\x00\x00\x00\x04ab")
+    with pytest.raises(ProtocolError, match="frame end byte"):
+        reader.feed(b"cdX")

@@ -50,33 +50,82 @@ DecodedFrame = tuple[int, int, Payload]  # (channel, frame type, payload)
 Buffer = bytes | memoryview
 
 
+class _SplitBody:
+    """A body frame whose payload arrives in several reads: its pieces, joined once it is complete."""
+
+    __slots__ = ("channel", "missing", "pieces")
+
+    def __init__(self, channel: int, first: Buffer, size: int) -> None:
+        self.channel = channel
+        self.pieces = [first]
+        self.missing = size - len(first)  # payload bytes still to come (the end byte follows them)
+
+
 class FrameReader:
     """Accumulates bytes from the socket and yields the complete frames in them."""
 
     def __init__(self, frame_max: int = 131072) -> None:
         self._buffer = bytearray()
         self._wanted = 0  # bytes the buffer needs before its first frame is complete
+        self._split_body: _SplitBody | None = None
         self.frame_max = frame_max
 
     def feed(self, data: bytes) -> list[DecodedFrame]:
         """Add received bytes; return every frame they complete, in order.
 
         Frames are decoded straight from ``data`` when no partial frame is pending (the usual case), and
-        only the incomplete tail is kept, so a body is copied once, from the received bytes to its own.
+        only the incomplete tail is kept. A body frame split across reads is gathered from its pieces, so
+        its payload is copied once, into its own bytes.
         """
+        frames: list[DecodedFrame] = []
+        if self._split_body is not None:
+            rest = self._continue_body(data, frames)
+            if rest is None:
+                return frames
+            data = rest
         buffer = self._buffer
         if not buffer:
-            frames, offset = self._parse(data, data)
-            if offset < len(data):
+            complete, offset = self._parse(data, data)
+            frames += complete
+            if offset < len(data) and not self._start_body(data, offset):
                 buffer += memoryview(data)[offset:]
             return frames
         buffer += data
         if len(buffer) < self._wanted:
-            return []
+            return frames
         with memoryview(buffer) as view:
-            frames, offset = self._parse(buffer, view)
+            complete, offset = self._parse(buffer, view)
+        frames += complete
         del buffer[:offset]
         return frames
+
+    def _start_body(self, data: bytes, offset: int) -> bool:
+        """Whether the incomplete frame at ``offset`` is a body frame now gathered as a split body."""
+        if len(data) - offset < 7 or data[offset] != FRAME_BODY:
+            return False
+        _, channel, size = _FRAME_HEAD.unpack_from(data, offset)
+        if size + FRAME_OVERHEAD > self.frame_max:
+            raise ProtocolError(f"frame of {size} bytes exceeds frame_max {self.frame_max}")
+        self._split_body = _SplitBody(channel, memoryview(data)[offset + 7 :], size)
+        return True
+
+    def _continue_body(self, data: bytes, frames: list[DecodedFrame]) -> bytes | None:
+        """Add ``data`` to the split body; once it is complete, append it to ``frames`` and return the bytes
+        after it (None while it is incomplete)."""
+        body = self._split_body
+        assert body is not None
+        if body.missing:
+            piece = memoryview(data)[: body.missing]
+            body.pieces.append(piece)
+            body.missing -= len(piece)
+            data = data[len(piece) :]
+        if body.missing or not data:
+            return None  # the payload, or its end byte, is still to come
+        if data[0] != FRAME_END:
+            raise ProtocolError(f"frame end byte is {data[0]:#x}, expected {FRAME_END:#x}")
+        frames.append((body.channel, FRAME_BODY, b"".join(body.pieces)))
+        self._split_body = None
+        return data[1:]
 
     def _parse(self, data: bytes | bytearray, view: bytes | memoryview) -> tuple[list[DecodedFrame], int]:
         """The complete frames at the start of ``data`` and the offset after them; ``view`` slices it."""
