@@ -29,12 +29,14 @@ def expiry_grace(timeout: float) -> float:
 class PendingCall:
     """A call waiting for its one reply; ``result`` is the AsyncResult its caller holds."""
 
-    __slots__ = ("deadline", "function", "registry", "request_id", "result", "timeout")
+    __slots__ = ("deadline", "function", "patience", "registry", "request_id", "result", "timeout")
 
     def __init__(self, function: str, timeout: float | None) -> None:
         self.result = AsyncResult()
         self.function = function
         self.timeout = timeout
+        # seconds after its start at which the call gives up (None: never)
+        self.patience = timeout + expiry_grace(timeout) if timeout else None
         self.deadline = 0.0  # set by PendingCalls for a call with a timeout (time.monotonic())
         self.request_id = ""
         self.registry: PendingCalls | None = None
@@ -43,10 +45,6 @@ class PendingCall:
         """The outbox's verdict on the request: the call fails if the broker did not take it."""
         if error is not None and self.registry is not None and self.registry.pop(self.request_id) is not None:
             self.settle(error=publish_error(error, self.function))
-
-    def patience(self) -> float | None:
-        """Seconds after its start at which the call gives up; None: never."""
-        return self.timeout + expiry_grace(self.timeout) if self.timeout else None
 
     def add_reply(self, server: str, value: Any, error: BaseException | None) -> bool:
         """Take a server's reply; True once the call is complete."""
@@ -78,11 +76,9 @@ class PendingGather(PendingCall):
 
     def __init__(self, function: str, timeout: float, expect: int | None) -> None:
         super().__init__(function, timeout)
+        self.patience = timeout  # no grace: what came by then is the answer
         self.expect = expect
         self.replies: dict[str, Any] = {}
-
-    def patience(self) -> float | None:
-        return self.timeout  # no grace: what came by then is the answer
 
     def add_reply(self, server: str, value: Any, error: BaseException | None) -> bool:
         self.replies[server] = value if error is None else error
@@ -125,10 +121,10 @@ class PendingCalls:
         return self._calls.get(request_id)
 
     def add(self, request_id: str, call: PendingCall) -> None:
-        """Register a call; it times out ``call.patience()`` seconds from now, unless settled before."""
+        """Register a call; it times out ``call.patience`` seconds from now, unless settled before."""
         self._calls[request_id] = call
         call.request_id, call.registry = request_id, self
-        patience = call.patience()
+        patience = call.patience
         if patience is None:
             return
         call.deadline = deadline = time.monotonic() + patience
@@ -144,7 +140,7 @@ class PendingCalls:
         call = self._calls.pop(request_id, None)
         if call is None:
             return None
-        patience = call.patience()
+        patience = call.patience
         if patience is not None:
             queue = self._by_patience.get(patience, {})
             queue.pop(request_id, None)
