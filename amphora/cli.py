@@ -124,14 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = {name: getattr(args, name) for name in ("url", "concurrency") if getattr(args, name) is not None}
     server = load_server(args.target, options)
 
-    def stop() -> None:
-        log.info("stopping: finishing running requests and sending their replies")
-        server.stop()
-
-    on_stop_signals(stop)
-    server.serve()
-    log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
-    server.join()
+    server.serve_forever(
+        on_ready=lambda: log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
+    )
     log.info("stopped")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -199,6 +200,23 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def join(self, timeout: float | None = None) -> bool:
         """Block until the server is stopped; False if ``timeout`` passed first."""
         return self._stopped.wait(timeout)
+
+    def serve_forever(
+        self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM), on_ready: Callable[[], None] | None = None
+    ) -> None:
+        """The main loop of a server process: serve until one of ``signals`` arrives, then stop gracefully
+        (:meth:`stop`). ``on_ready()`` runs once the server is consuming."""
+
+        def on_signal(signum: int) -> None:
+            log.info("signal %d: stopping (finishing running requests and sending their replies)", signum)
+            self.stop()
+
+        for signum in signals:
+            gevent.signal_handler(signum, on_signal, signum)
+        self.serve()
+        if on_ready is not None:
+            on_ready()
+        self.join()
 
     def prepare_stop(self) -> None:
         """Stop taking requests: cancel the consumers; requests that still arrive are handed back."""

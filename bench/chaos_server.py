@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import random
-import signal
 
 import gevent
 
@@ -46,10 +45,7 @@ def main() -> None:
         gevent.sleep(random.uniform(0, 0.02))
         return [tag, n, n * n]
 
-    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop))
-    server.serve()
-    print("ready", flush=True)
-    server.join()
+    server.serve_forever(on_ready=lambda: print("ready", flush=True))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 
 import gevent
 
@@ -52,10 +51,7 @@ def main() -> None:
             raise IgnoreRequest()
         return server.name
 
-    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop))
-    server.serve()
-    print("ready", flush=True)
-    server.join()
+    server.serve_forever(on_ready=lambda: print("ready", flush=True))
 
 
 if __name__ == "__main__":
