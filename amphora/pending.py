@@ -23,7 +23,7 @@ def publish_error(error: BaseException, func_name: str) -> BaseException:
 
 def expiry_grace(timeout: float) -> float:
     """How long past its timeout a call waits for its request to come back expired before NoResult."""
-    return min(1.0, 0.1 + 0.05 * timeout)
+    return min(1.0, 0.25 + 0.05 * timeout)  # a loaded broker may take a few hundred ms to dead-letter
 
 
 class PendingCall:
