@@ -54,9 +54,10 @@ class JsonSerializer:
     """JSON, the default: readable, safe, spoken by every language.
 
     Uses orjson when it is installed (``pip install amphora[fast]``), and the standard library for what
-    orjson would get wrong or refuses: integers beyond 64 bits (orjson would decode them as floats, so a
-    body with a run of 19 digits or more is decoded by the standard library), keys that are not strings,
-    ``NaN`` and infinities. orjson writes NaN and infinities as ``null``: JSON has no such numbers.
+    orjson would get wrong or refuses: integers beyond 64 bits (orjson decodes them as floats, so a body
+    with a run of 19 digits is decoded again by the standard library; a large one only if it holds a float),
+    keys that are not strings, ``NaN`` and infinities. orjson writes NaN and infinities as ``null``: JSON has no
+    such numbers.
     """
 
     content_type = "application/json"

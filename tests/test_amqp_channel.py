@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import gevent
@@ -19,6 +20,7 @@ from amphora.amqp.errors import (
     PreconditionFailed,
     ResourceLocked,
 )
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -312,8 +314,10 @@ def test_a_lone_ack_goes_out_after_the_delay(connection, queue, publisher):
     message = received.get(timeout=5)
     message.ack()
     assert consumer._acks  # held back: 1 of the 50 that would go at once
-    gevent.sleep(ACK_DELAY * 3)
-    assert not consumer._acks and message.delivery_tag not in consumer._unacked
+    held_at = time.monotonic()
+    wait_until(lambda: not consumer._acks, timeout=5, interval=0.001)
+    assert time.monotonic() - held_at >= ACK_DELAY / 2  # sent by the delay, not at once
+    assert message.delivery_tag not in consumer._unacked
 
 
 def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue, publisher):

@@ -25,7 +25,8 @@ def test_at_most_size_jobs_run_at_once_and_all_run_in_order():
 
     for n in range(10):
         workers.submit(job, n)
-    gevent.sleep(0.05)
+    for _ in range(5):  # loop iterations enough for every worker to start a job
+        gevent.sleep(0)
     assert started == [0, 1, 2] and workers.busy == 10
     release.set()
     assert workers.join(timeout=5)

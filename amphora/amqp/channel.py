@@ -193,7 +193,7 @@ class Channel:
         """
         self._rpc(Basic.Qos(prefetch_size, prefetch_count, global_qos), Basic.QosOk)
         batch = max(1, prefetch_count // 2) if prefetch_count else ACK_BATCH_UNLIMITED
-        self._ack_batch = batch if self._ack_batch == 1 and not self._consumers else min(self._ack_batch, batch)
+        self._ack_batch = min(self._ack_batch, batch) if self._consumers else batch
 
     def confirm_select(self) -> None:
         """Turn on publisher confirms: from now on :meth:`basic_publish` returns a Confirmation."""
