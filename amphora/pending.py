@@ -99,7 +99,8 @@ class PendingCalls:
 
     Calls with the same patience expire in the order they started, so each patience keeps its calls in an
     insertion-ordered dict whose first entry is the next to expire, and the timer is armed for the earliest
-    of those. This costs a dict entry per call instead of a timer per call.
+    of those. This costs a dict entry per call instead of a timer per call. A timer that fires with nothing
+    due re-arms for the earliest call still pending, if any.
     """
 
     def __init__(self) -> None:
@@ -146,8 +147,6 @@ class PendingCalls:
             queue.pop(request_id, None)
             if not queue:
                 self._by_patience.pop(patience, None)
-            if not self._calls:  # nothing left to time out: the timer need not keep the hub busy
-                self._disarm()
         return call
 
     def _disarm(self) -> None:
@@ -156,9 +155,11 @@ class PendingCalls:
         self._timer, self._timer_deadline = None, float("inf")
 
     def _arm(self, deadline: float) -> None:
+        """Time out at ``deadline``. The timer stays armed when its calls are settled first, so calls made
+        one after the other share it; it does not keep the hub running (``ref=False``)."""
         self._disarm()
         self._timer_deadline = deadline
-        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()), ref=False)
         self._timer.start(self._expire)
 
     def _expire(self) -> None:

@@ -41,6 +41,10 @@ from bench.common import add_run_options, broker, environment, medians, number, 
 from bench.rpc_server import MODES
 
 RAW = "raw"
+FLOOR = "raw-protocol"
+YARDSTICKS = (RAW, FLOOR)
+"""The bare pamqp columns: ``raw`` the yardstick of the targets, ``raw-protocol`` the same client doing what
+amphora's protocol asks of the broker (``bench/clients/raw_protocol.py``)."""
 TIMED = ("W1", "W2", "W3")
 MEMORY = ("M-inflight", "M-long")
 WORKLOADS = TIMED + MEMORY
@@ -144,14 +148,14 @@ def start_server(url: str, service: str, mode: str) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def raw_side(url: str) -> Iterator[Side]:
-    """The yardstick: the bare pamqp client with its echo process, as ``bench.amqp_layer`` runs them."""
-    queue = f"bench.rpc.raw.{os.getpid()}"
-    client = clients.load(RAW)(url)
-    echo = driver.start_echo(RAW, url, queue)
+def yardstick_side(url: str, name: str) -> Iterator[Side]:
+    """A bare pamqp column (``raw`` or ``raw-protocol``) with its echo process, as ``bench.amqp_layer`` runs them."""
+    queue = f"bench.rpc.{name}.{os.getpid()}"
+    client = clients.load(name)(url)
+    echo = driver.start_echo(name, url, queue)
     try:
         client.prepare_rpc(queue)
-        yield Side(RAW, client, echo)
+        yield Side(name, client, echo)
         client.delete_queue(queue)
         client.close()
     finally:
@@ -287,7 +291,7 @@ def timed(side: Side, workload: str, sizes: Sizes, broker_pid: int | None) -> di
     payload = payload_text(sizes.payload_bytes)
     server_cpu_since = side.server_cpu()
     broker_cpu_since = cpu_seconds(broker_pid) if broker_pid else 0.0
-    if side.name == RAW:
+    if side.name in YARDSTICKS:
         raw = side.client
         if workload == "W1":
             total = sizes.seq_calls + sizes.seq_warmup
@@ -405,12 +409,12 @@ def long_run(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
 
 
 def run(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes) -> tuple[dict, list[str]]:
-    """results[column][workload] = [metrics of each run] (columns: raw and the modes), and the errors.
+    """results[column][workload] = [metrics of each run] (columns: the yardsticks and the modes), and the errors.
 
     A failure ends the timed runs (W1-W3) but keeps what they measured; a failed memory workload is
     reported and the next one runs.
     """
-    columns = [RAW, *modes]
+    columns = [*YARDSTICKS, *modes]
     results: dict[str, dict[str, list[dict[str, float]]]] = {c: {w: [] for w in workloads} for c in columns}
     errors: list[str] = []
     timed_workloads = [w for w in workloads if w in TIMED]
@@ -434,9 +438,9 @@ def run(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Size
 
 
 def _run_timed(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes, results: dict) -> None:
-    columns = [RAW, *modes]
+    columns = [*YARDSTICKS, *modes]
     with contextlib.ExitStack() as stack:
-        sides = {RAW: stack.enter_context(raw_side(url))}
+        sides = {name: stack.enter_context(yardstick_side(url, name)) for name in YARDSTICKS}
         for mode in modes:
             sides[mode] = stack.enter_context(amphora_side(url, mode, f"bench_rpc_{mode}_{os.getpid()}"))
         broker_pid = listening_pid(url)
@@ -466,23 +470,35 @@ def _progress(when: str, column: str, workload: str, metrics: dict[str, float]) 
     print(f"{when}  {column:9} {workload:10} {shown}", file=sys.stderr, flush=True)
 
 
+def ratio_pairs(modes: list[str]) -> list[tuple[str, str]]:
+    """The (numerator, denominator) columns of the ratios: each mode and the floor to raw (the targets are on
+    those), then each mode to the floor (what the library costs beyond the protocol)."""
+    return [(FLOOR, RAW), *((mode, RAW) for mode in modes), *((mode, FLOOR) for mode in modes)]
+
+
 def summarize(results: dict, modes: list[str], sizes: Sizes) -> tuple[dict, dict, dict]:
-    """Medians, ratios mode/raw of every median, and the verdict on every target."""
+    """Medians, the ratios of :func:`ratio_pairs` of every median, and the verdict on every target."""
     found = medians(results)
     ratios = {
-        f"{mode}/{RAW}": {
-            workload: {metric: value / found[RAW][workload][metric] for metric, value in metrics.items()}
-            for workload, metrics in found[mode].items()
-            if workload in found[RAW]
+        f"{top}/{bottom}": {
+            workload: {
+                metric: value / found[bottom][workload][metric]
+                for metric, value in metrics.items()
+                if metric in found[bottom][workload]
+            }
+            for workload, metrics in found[top].items()
+            if workload in found[bottom]
         }
-        for mode in modes
+        for top, bottom in ratio_pairs(modes)
     }
     verdicts = {}
     for (mode, workload, metric), (sense, limit) in TARGETS.items():
         ratio = ratios.get(f"{mode}/{RAW}", {}).get(workload, {}).get(metric)
         if ratio is not None:
-            met = ratio >= limit if sense == ">=" else ratio <= limit
-            verdicts[f"{mode} {workload} {metric} {sense} {limit}x raw"] = {"value": ratio, "met": met}
+            verdicts[f"{mode} {workload} {metric} {sense} {limit}x raw"] = {
+                "value": ratio,
+                "met": _met(ratio, sense, limit),
+            }
     for mode in modes:
         value = found[mode].get("M-inflight", {}).get(IN_FLIGHT_METRIC)
         if value is not None and sizes.in_flight_calls >= IN_FLIGHT_TARGET_CALLS:
@@ -493,8 +509,12 @@ def summarize(results: dict, modes: list[str], sizes: Sizes) -> tuple[dict, dict
     return found, ratios, verdicts
 
 
+def _met(value: float, sense: str, limit: float) -> bool:
+    return value >= limit if sense == ">=" else value <= limit
+
+
 def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], sizes: Sizes) -> str:
-    columns = [RAW, *modes]
+    columns = [*YARDSTICKS, *modes]
     header = ["workload", "metric", *columns, *ratios]
     rows = []
     for workload in workloads:
@@ -505,23 +525,26 @@ def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], siz
             cells = [
                 number(found[c][workload][metric]) if metric in found[c].get(workload, {}) else "-" for c in columns
             ]
-            for mode, ratio in zip(modes, ratios.values(), strict=True):
+            for (top, bottom), ratio in zip(ratio_pairs(modes), ratios.values(), strict=True):
                 value = ratio.get(workload, {}).get(metric)
                 cell = "" if value is None else f"{value:.2f}"
-                target = TARGETS.get((mode, workload, metric))
+                target = TARGETS.get((top, workload, metric)) if bottom == RAW else None
                 if target is not None and value is not None:
                     sense, limit = target
-                    met = value >= limit if sense == ">=" else value <= limit
-                    cell += f" [{sense}{limit:.2f} {'met' if met else 'MISSED'}]"
-                if workload == "M-inflight" and metric == IN_FLIGHT_METRIC and metric in found[mode].get(workload, {}):
-                    if sizes.in_flight_calls >= IN_FLIGHT_TARGET_CALLS:
-                        met = found[mode][workload][metric] < IN_FLIGHT_TARGET_MIB
-                        cell = f"[<{IN_FLIGHT_TARGET_MIB:.0f} MiB {'met' if met else 'MISSED'}]"
-                    else:
-                        cell = f"[<{IN_FLIGHT_TARGET_MIB:.0f} MiB at {IN_FLIGHT_TARGET_CALLS:,}: n/a]"
+                    cell += f" [{sense}{limit:.2f} {'met' if _met(value, sense, limit) else 'MISSED'}]"
+                if workload == "M-inflight" and metric == IN_FLIGHT_METRIC and bottom == RAW:
+                    cell = _in_flight_cell(found[top].get(workload, {}).get(metric), sizes)
                 cells.append(cell)
             rows.append([workload, metric, *cells])
     return render(header, rows)
+
+
+def _in_flight_cell(value: float | None, sizes: Sizes) -> str:
+    if value is None:
+        return ""
+    if sizes.in_flight_calls < IN_FLIGHT_TARGET_CALLS:
+        return f"[<{IN_FLIGHT_TARGET_MIB:.0f} MiB at {IN_FLIGHT_TARGET_CALLS:,}: n/a]"
+    return f"[<{IN_FLIGHT_TARGET_MIB:.0f} MiB {'met' if value < IN_FLIGHT_TARGET_MIB else 'MISSED'}]"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -553,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {**environment(), "load average (1 min) before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"}
     print(f"\nmedians of {runs} run(s) (M-* once); " + ", ".join(f"{k} {v}" for k, v in env.items()))
     print(table(found, ratios, modes, workloads, sizes))
-    print("ratios are amphora/raw: above 1 is better for calls/s and MB/s, below 1 for us (latency, CPU)")
+    print("ratios: above 1 is better for calls/s and MB/s, below 1 for us (latency, CPU); the targets are on x/raw")
     missed = [name for name, verdict in verdicts.items() if not verdict["met"]]
     print(
         f"targets: {len(verdicts) - len(missed)} of {len(verdicts)} met"

@@ -62,8 +62,23 @@ def test_an_earlier_deadline_rearms_the_timer():
     assert list(calls) == ["late"]
 
 
-def test_the_timer_stops_when_nothing_is_pending():
+def test_calls_one_after_the_other_share_one_timer_that_keeps_no_hub_busy():
     calls = PendingCalls()
     calls.add("1", PendingCall("f", 30))
+    timer = calls._timer
     calls.pop("1")
-    assert calls._timer is None  # nothing of ours keeps the hub busy
+    calls.add("2", PendingCall("f", 30))  # due later than the armed timer: no new timer
+    calls.pop("2")
+    assert calls._timer is timer
+    assert not timer.ref  # an idle client's timer does not keep gevent's hub running
+
+
+def test_a_timer_firing_with_nothing_due_leaves_the_later_calls_pending():
+    calls = PendingCalls()
+    calls.add("early", PendingCall("early", 0.05))
+    calls.pop("early")
+    late = PendingCall("late", 0.5)
+    calls.add("late", late)  # the timer armed for "early" fires first, with nothing due
+    with pytest.raises(NoResult, match="late"):
+        late.result.get(timeout=5)
+    assert len(calls) == 0

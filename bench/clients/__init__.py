@@ -30,8 +30,10 @@ CLIENTS = {
     "raw": "bench.clients.raw_pamqp",
 }
 """Client name -> module defining ``Client``. The first is ours: the ratios compare it to the others."""
+YARDSTICKS = {"raw-protocol": "bench.clients.raw_protocol"}
+"""Further clients ``bench.rpc`` compares with (``bench.amqp_layer`` does not run them)."""
 
 
 def load(name: str) -> type:
     """The ``Client`` class of the adapter called ``name``."""
-    return importlib.import_module(CLIENTS[name]).Client
+    return importlib.import_module({**CLIENTS, **YARDSTICKS}[name]).Client

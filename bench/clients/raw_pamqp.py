@@ -125,9 +125,17 @@ class Client:
         self._call(channel, commands.Channel.Open())
         return channel
 
-    def _publish(self, channel: int, queue: str, body: bytes, properties: Basic.Properties | None = None) -> None:
+    def _publish(
+        self,
+        channel: int,
+        queue: str,
+        body: bytes,
+        properties: Basic.Properties | None = None,
+        exchange: str = "",
+        mandatory: bool = False,
+    ) -> None:
         self._send(
-            frame.marshal(Basic.Publish(exchange="", routing_key=queue), channel)
+            frame.marshal(Basic.Publish(exchange=exchange, routing_key=queue, mandatory=mandatory), channel)
             + frame.marshal(header.ContentHeader(0, len(body), properties or Basic.Properties()), channel)
             + frame.marshal(ContentBody(body), channel)
         )
