@@ -6,7 +6,9 @@
 Starts a private RabbitMQ node (``amphora.testing.RabbitNode``) unless ``--url`` is given. The amphora
 server runs in its own process (``bench/rpc_server.py``), the client in this one; the yardstick is the bare
 pamqp client of ``bench/clients/raw_pamqp.py`` against its echo process (``bench/echo.py``), in the same
-run. Prints the medians and the ratios amphora/raw with the targets. See ``bench/README.md``.
+run, and beside it ``raw-protocol``, the same client doing what amphora's protocol asks of the broker
+(``bench/clients/raw_protocol.py``). Prints the medians, the ratios to raw with the targets, and each mode's
+ratios to raw-protocol. See ``bench/README.md``.
 """
 
 from __future__ import annotations
