@@ -151,7 +151,7 @@ def start_process(module: str, *args: str, what: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         text=True,
     )
-    line = process.stdout.readline()  # type: ignore[union-attr]
+    line = process.stdout.readline()
     if line.strip() != "ready":
         process.kill()
         raise RuntimeError(f"{what} did not start (exit code {process.wait()})")

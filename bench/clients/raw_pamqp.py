@@ -177,7 +177,7 @@ class Client:
         self._call(channel, commands.Queue.Declare(queue=request_queue))
 
         def echo(props: Basic.Properties, body: bytes) -> None:
-            self._publish(channel, props.reply_to, body, Basic.Properties(correlation_id=props.correlation_id))
+            self._publish(channel, str(props.reply_to), body, Basic.Properties(correlation_id=props.correlation_id))
 
         self._consume(channel, request_queue, echo)
 
