@@ -473,8 +473,8 @@ def _progress(when: str, column: str, workload: str, metrics: dict[str, float]) 
 
 
 def ratio_pairs(modes: list[str]) -> list[tuple[str, str]]:
-    """The (numerator, denominator) columns of the ratios: each mode and the floor to raw (the targets are on
-    those), then each mode to the floor (what the library costs beyond the protocol)."""
+    """The (numerator, denominator) columns of the ratios: the floor and each mode to raw (the targets are on
+    mode/raw), then each mode to the floor (what the library costs beyond the protocol)."""
     return [(FLOOR, RAW), *((mode, RAW) for mode in modes), *((mode, FLOOR) for mode in modes)]
 
 
