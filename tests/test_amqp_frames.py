@@ -17,12 +17,24 @@ def _message_frames(body: bytes, frame_max: int = 4096) -> bytes:
     return b"".join(frames.content_frames(1, method, body, Properties(message_id="m1"), frame_max))
 
 
+def _feed_through_one_buffer(reader: frames.FrameReader, data: bytes, cuts: list[int]) -> list[frames.DecodedFrame]:
+    """Feed ``data`` cut at ``cuts`` as the connection does: each piece a view of one buffer that the next read
+    overwrites (here with garbage, right after each feed)."""
+    buffer = bytearray(len(data))
+    decoded: list[frames.DecodedFrame] = []
+    for start, stop in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        size = stop - start
+        buffer[:size] = data[start:stop]
+        decoded += reader.feed(memoryview(buffer)[:size])
+        buffer[:] = b"\xee" * len(buffer)
+    return decoded
+
+
 def test_frames_split_anywhere_are_reassembled():
     body = bytes(range(256)) * 40  # 10,240 bytes: three body frames at frame_max 4096
     data = _message_frames(body) + frames.HEARTBEAT
     for cut in (1, 7, 8, 100, 4097, len(data) - 1):
-        reader = frames.FrameReader(4096)
-        decoded = reader.feed(data[:cut]) + reader.feed(data[cut:])
+        decoded = _feed_through_one_buffer(frames.FrameReader(4096), data, [cut])
         kinds = [frame_type for _, frame_type, _ in decoded]
         assert kinds == [frames.FRAME_METHOD, frames.FRAME_HEADER] + [frames.FRAME_BODY] * 3 + [frames.FRAME_HEARTBEAT]
         assert b"".join(p for _, t, p in decoded if t == frames.FRAME_BODY) == body
@@ -124,10 +136,7 @@ def test_a_body_split_across_reads_is_gathered_whole():
     end_byte = body_start + len(body)
     splits = ([body_start + 5], [body_start + 5, end_byte], [end_byte, end_byte + 1], list(range(0, len(data), 9999)))
     for cuts in splits:
-        reader = frames.FrameReader(131072)
-        decoded = []
-        for start, stop in zip([0, *cuts], [*cuts, len(data)], strict=True):
-            decoded += reader.feed(data[start:stop])
+        decoded = _feed_through_one_buffer(frames.FrameReader(131072), data, cuts)
         assert [t for _, t, _ in decoded] == [frames.FRAME_METHOD, frames.FRAME_HEADER, frames.FRAME_BODY, 8]
         assert decoded[2][2] == body and isinstance(decoded[2][2], bytes)
 

@@ -51,13 +51,13 @@ Buffer = bytes | memoryview
 
 
 class _SplitBody:
-    """A body frame whose payload arrives in several reads: its pieces, joined once it is complete."""
+    """A body frame whose payload arrives in several reads: its pieces (copies), joined once it is complete."""
 
     __slots__ = ("channel", "missing", "pieces")
 
     def __init__(self, channel: int, first: Buffer, size: int) -> None:
         self.channel = channel
-        self.pieces = [first]
+        self.pieces = [bytes(first)]
         self.missing = size - len(first)  # payload bytes still to come (the end byte follows them)
 
 
@@ -70,12 +70,12 @@ class FrameReader:
         self._split_body: _SplitBody | None = None
         self.frame_max = frame_max
 
-    def feed(self, data: bytes) -> list[DecodedFrame]:
+    def feed(self, data: Buffer) -> list[DecodedFrame]:
         """Add received bytes; return every frame they complete, in order.
 
         Frames are decoded straight from ``data`` when no partial frame is pending (the usual case), and
-        only the incomplete tail is kept. A body frame split across reads is gathered from its pieces, so
-        its payload is copied once, into its own bytes.
+        only the incomplete tail is copied and kept: ``data`` may be a view of a buffer that the caller
+        reuses for its next read. A body frame split across reads is gathered from copies of its pieces.
         """
         frames: list[DecodedFrame] = []
         if self._split_body is not None:
@@ -99,7 +99,7 @@ class FrameReader:
         del buffer[:offset]
         return frames
 
-    def _start_body(self, data: bytes, offset: int) -> bool:
+    def _start_body(self, data: Buffer, offset: int) -> bool:
         """Whether the incomplete frame at ``offset`` is a body frame now gathered as a split body."""
         if len(data) - offset < 7 or data[offset] != FRAME_BODY:
             return False
@@ -109,13 +109,13 @@ class FrameReader:
         self._split_body = _SplitBody(channel, memoryview(data)[offset + 7 :], size)
         return True
 
-    def _continue_body(self, data: bytes, frames: list[DecodedFrame]) -> bytes | None:
+    def _continue_body(self, data: Buffer, frames: list[DecodedFrame]) -> Buffer | None:
         """Add ``data`` to the split body; once it is complete, append it to ``frames`` and return the bytes
         after it (None while it is incomplete)."""
         body = self._split_body
         assert body is not None
         if body.missing:
-            piece = memoryview(data)[: body.missing]
+            piece = bytes(data[: body.missing])
             body.pieces.append(piece)
             body.missing -= len(piece)
             data = data[len(piece) :]
@@ -127,7 +127,7 @@ class FrameReader:
         self._split_body = None
         return data[1:]
 
-    def _parse(self, data: bytes | bytearray, view: bytes | memoryview) -> tuple[list[DecodedFrame], int]:
+    def _parse(self, data: Buffer | bytearray, view: Buffer) -> tuple[list[DecodedFrame], int]:
         """The complete frames at the start of ``data`` and the offset after them; ``view`` slices it."""
         frames: list[DecodedFrame] = []
         offset = 0
@@ -169,7 +169,7 @@ class FrameReader:
         return frames, offset
 
 
-def _decode_method(data: bytes | bytearray, start: int, end: int) -> Method | methods.HotMethod:
+def _decode_method(data: Buffer | bytearray, start: int, end: int) -> Method | methods.HotMethod:
     """A method frame's payload: the hot methods by their fast decoders, any other by pamqp."""
     if end - start < _METHOD_INDEX.size:
         raise ProtocolError("method frame too short for a method index")

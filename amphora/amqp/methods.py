@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from pamqp.commands import Basic
 
-Buffer = bytes | bytearray
+Buffer = bytes | bytearray | memoryview
 
 
 class Deliver(NamedTuple):
@@ -51,7 +51,7 @@ _SHORT = struct.Struct(">H")
 def _short_str(data: Buffer, offset: int) -> tuple[str, int]:
     """The short string at ``offset`` and the offset after it."""
     end = offset + 1 + data[offset]
-    return data[offset + 1 : end].decode(), end
+    return str(data[offset + 1 : end], "utf-8"), end
 
 
 def _checked(end: int, frame_end: int) -> None:
