@@ -25,7 +25,7 @@ setup(
     entry_points={"console_scripts": ["amphora = amphora.cli:main"]},
     extras_require={
         "msgpack": ["msgpack>=1.0"],
-        "fast": ["orjson>=3.9"],
+        "fast": ["orjson>=3.9", "msgspec>=0.18"],
         "prometheus": ["prometheus_client>=0.17"],
         "test": [
             "pytest>=7",
@@ -33,6 +33,7 @@ setup(
             "hypothesis>=6",
             "msgpack>=1.0",
             "orjson>=3.9",
+            "msgspec>=0.18",
             "prometheus_client>=0.17",
             "ruff>=0.17,<0.18",  # pinned to a minor version: formatting rules change between them
             "mypy>=2.4,<2.5",

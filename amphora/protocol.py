@@ -7,8 +7,8 @@ carries the header ``x-amphora-error: wrong-request`` and the reason as its exce
 
 from __future__ import annotations
 
+import importlib
 import json
-import re
 from typing import Any, Protocol
 
 from .exceptions import RemoteException, WrongResult
@@ -53,11 +53,9 @@ class Serializer(Protocol):
 class JsonSerializer:
     """JSON, the default: readable, safe, spoken by every language.
 
-    Uses orjson when it is installed (``pip install amphora[fast]``), and the standard library for what
-    orjson would get wrong or refuses: integers beyond 64 bits (orjson decodes them as floats, so a body
-    with a run of 19 digits is decoded again by the standard library; a large one only if it holds a float),
-    keys that are not strings, ``NaN`` and infinities. orjson writes NaN and infinities as ``null``: JSON has no
-    such numbers.
+    With ``pip install amphora[fast]`` it encodes with orjson and decodes with msgspec, and falls back to the
+    standard library for what those refuse: keys that are not strings, ``NaN`` and infinities, numbers beyond a
+    float's range, lone surrogates. orjson writes NaN and infinities as ``null``: JSON has no such numbers.
     """
 
     content_type = "application/json"
@@ -65,9 +63,9 @@ class JsonSerializer:
     def __init__(self, fast: bool = True) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
         self._decoder = json.JSONDecoder()
-        orjson = _orjson() if fast else None
+        orjson, msgspec = (_optional("orjson"), _optional("msgspec")) if fast else (None, None)
         self._fast_dumps = orjson.dumps if orjson else None
-        self._fast_loads = orjson.loads if orjson else None
+        self._fast_loads = msgspec.json.Decoder().decode if msgspec else None
 
     def dumps(self, value: Any) -> bytes:
         if self._fast_dumps is not None:
@@ -84,48 +82,21 @@ class JsonSerializer:
     def loads(self, data: bytes) -> Any:
         if self._fast_loads is not None:
             try:
-                value = self._fast_loads(data)
+                return self._fast_loads(data)
             except ValueError:
                 pass  # the standard library decides (and says what is wrong)
-            else:
-                # orjson decodes an integer beyond 64 bits as a float: a float may be one of those if the
-                # text has 19 digits in a row (scanning small bodies first is cheaper than walking them)
-                if len(data) <= _SCAN_FIRST_MAX:
-                    if not _LONG_NUMBER.search(data):
-                        return value
-                elif not _holds_float(value) or not _LONG_NUMBER.search(data):
-                    return value
         return self._decoder.decode(data.decode())
 
 
 _ORJSON_BUFFER = 4096
-_SCAN_FIRST_MAX = 4096
-"""Up to this size a body is scanned for long numbers; a larger one is scanned only if it holds floats."""
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
-"""19 digits in a row may be an integer beyond 64 bits."""
 
 
-def _holds_float(value: Any) -> bool:
-    """Whether a decoded JSON value has a float anywhere in it."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            return True
-        if kind is list:
-            stack.extend(item)
-        elif kind is dict:
-            stack.extend(item.values())
-    return False
-
-
-def _orjson() -> Any:
+def _optional(module: str) -> Any:
+    """The module if it is installed, else None."""
     try:
-        import orjson
+        return importlib.import_module(module)
     except ImportError:
         return None
-    return orjson
 
 
 class MsgpackSerializer:

@@ -29,7 +29,7 @@ def test_fast_and_standard_json_agree(value):
     assert fast.loads(fast.dumps(value)) == standard.loads(standard.dumps(value)) == value
 
 
-def test_what_orjson_refuses_falls_back_to_the_standard_library():
+def test_what_the_fast_libraries_refuse_falls_back_to_the_standard_library():
     serializer = JsonSerializer()
     assert serializer.loads(serializer.dumps(2**80)) == 2**80  # exact, both ways
     assert serializer.loads(serializer.dumps({1: "one"})) == {"1": "one"}
@@ -40,7 +40,8 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library():
     [
         b"[9223372036854775807, -9223372036854775808, 18446744073709551616]",  # 64-bit limits and beyond
         b'{"n": 123456789012345678901234567890}',
-        b"[1e400, NaN, -Infinity]",  # orjson refuses these
+        b"[1e400, NaN, -Infinity]",  # msgspec refuses these
+        b'"\\ud800"',  # a lone surrogate
         b'{"a": 1, "a": 2}',
         b'"\\u00e9t\\u00e9"',
         b"[0.1, 1e-400, -0.0]",
@@ -51,6 +52,21 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library():
 def test_decoding_gives_what_the_standard_library_gives(text):
     fast, standard = JsonSerializer(), JsonSerializer(fast=False)
     assert repr(fast.loads(text)) == repr(standard.loads(text))
+
+
+def test_decoding_a_large_body_allocates_little_beyond_its_value():
+    import tracemalloc
+
+    serializer = JsonSerializer()
+    body = serializer.dumps({"result": "x" * 87_000})
+    tracemalloc.start()
+    try:
+        value = serializer.loads(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert value == {"result": "x" * 87_000}
+    assert peak < 2 * len(body), f"{peak} bytes allocated to decode {len(body)}"  # orjson takes 12 times
 
 
 def test_small_bodies_own_no_spare_buffer():
