@@ -7,6 +7,7 @@ durable reply queue, which outlives a lost connection; replies nobody waits for 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -67,6 +68,12 @@ _AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, H
 """The exception for each ``x-amphora-error`` header value of a reply."""
 CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
+
+
+@functools.lru_cache(maxsize=256)
+def _expiration(timeout: float) -> str:
+    """A request's ``expiration`` property: its timeout in milliseconds (one string per timeout, not per call)."""
+    return str(max(1, int(timeout * 1000)))
 
 
 class RequestIds:
@@ -341,7 +348,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         now = time.time()
         if timeout:
             all_headers[HEADER_DEADLINE] = int((now + timeout) * 1000)
-            expiration = str(max(1, int(timeout * 1000)))
+            expiration = _expiration(timeout)
         if cast:
             all_headers[HEADER_CAST] = True
         properties = Properties(
