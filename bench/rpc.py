@@ -381,6 +381,13 @@ def in_flight(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
     }
 
 
+def in_flight_alone(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
+    """M-inflight in a new client process (``bench/rpc_inflight.py``)."""
+    command = [sys.executable, "-m", "bench.rpc_inflight", url, mode, str(sizes.in_flight_calls)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, check=True, timeout=MEMORY_TIMEOUT)
+    return json.loads(done.stdout)
+
+
 def long_run(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
     """M-long: ``memory_calls`` calls, 100 in flight; client and server RSS at 0, 10, 50 and 100%."""
     calls = sizes.memory_calls
@@ -430,7 +437,7 @@ def run(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Size
             print(f"{workload} {mode}...", file=sys.stderr, flush=True)
             gc.collect()
             try:
-                metrics = in_flight(url, mode, sizes) if workload == "M-inflight" else long_run(url, mode, sizes)
+                metrics = (in_flight_alone if workload == "M-inflight" else long_run)(url, mode, sizes)
             except Exception as exc:  # noqa: BLE001 -- the next memory workload may still run
                 errors.append(_report_failure(f"{workload} {mode}", exc))
                 continue
