@@ -26,7 +26,9 @@ class Client:
         self._confirm_channel.queue_purge(self._confirm_queue)
 
     def publish_confirmed(self, body: bytes) -> None:
-        self._confirm_channel.basic_publish(body, "", self._confirm_queue).add_done_callback(self._settled)
+        confirmation = self._confirm_channel.basic_publish(body, "", self._confirm_queue)
+        assert confirmation is not None  # the channel is in confirm mode
+        confirmation.add_done_callback(self._settled)
 
     def _settled(self, confirmation: amqp.Confirmation) -> None:
         self.on_confirmed(1, confirmation.exception is None)
@@ -40,7 +42,7 @@ class Client:
         self._reply_queue = channel.queue_declare("", exclusive=True).queue
         channel.basic_consume(
             self._reply_queue,
-            lambda message: self.on_reply(message.properties.correlation_id, message.body),
+            lambda message: self.on_reply(message.properties.correlation_id or "", message.body),
             no_ack=True,
         )
 
@@ -55,7 +57,7 @@ class Client:
 
         def echo(message: amqp.Message) -> None:
             props = message.properties
-            publish(message.body, "", props.reply_to, Properties(correlation_id=props.correlation_id))
+            publish(message.body, "", props.reply_to or "", Properties(correlation_id=props.correlation_id))
 
         channel.basic_consume(request_queue, echo, no_ack=True)
 
