@@ -127,7 +127,7 @@ class FrameReader:
         self._split_body = None
         return data[1:]
 
-    def _parse(self, data: Buffer | bytearray, view: Buffer) -> tuple[list[DecodedFrame], int]:
+    def _parse(self, data: methods.Buffer, view: Buffer) -> tuple[list[DecodedFrame], int]:
         """The complete frames at the start of ``data`` and the offset after them; ``view`` slices it."""
         frames: list[DecodedFrame] = []
         offset = 0
@@ -169,7 +169,7 @@ class FrameReader:
         return frames, offset
 
 
-def _decode_method(data: Buffer | bytearray, start: int, end: int) -> Method | methods.HotMethod:
+def _decode_method(data: methods.Buffer, start: int, end: int) -> Method | methods.HotMethod:
     """A method frame's payload: the hot methods by their fast decoders, any other by pamqp."""
     if end - start < _METHOD_INDEX.size:
         raise ProtocolError("method frame too short for a method index")
