@@ -15,6 +15,7 @@ from .exceptions import (
 )
 from .fanout import AmqpRpcFanoutClient, AmqpRpcFanoutServer
 from .functions import RequestContext
+from .heap import tune_malloc
 from .parallel import parallel
 from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
 from .server import AmqpRpcServer
@@ -41,4 +42,5 @@ __all__ = [
     "WrongRequest",
     "WrongResult",
     "parallel",
+    "tune_malloc",
 ]
