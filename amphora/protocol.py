@@ -7,8 +7,12 @@ carries the header ``x-amphora-error: wrong-request`` and the reason as its exce
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import importlib
 import json
+import uuid
 from typing import Any, Protocol
 
 from .exceptions import RemoteException, WrongResult
@@ -56,12 +60,14 @@ class JsonSerializer:
     With ``pip install amphora[fast]`` it encodes with orjson and decodes with msgspec, and falls back to the
     standard library for what those refuse: keys that are not strings, ``NaN`` and infinities, numbers beyond a
     float's range, lone surrogates. orjson writes NaN and infinities as ``null``: JSON has no such numbers.
+    Either way it writes datetimes, dates and times in ISO 8601, UUIDs as text, enums as their values and
+    dataclasses as objects; bytes, sets and other objects raise :exc:`TypeError`.
     """
 
     content_type = "application/json"
 
     def __init__(self, fast: bool = True) -> None:
-        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_as_orjson_writes)
         self._decoder = json.JSONDecoder()
         orjson, msgspec = (_optional("orjson"), _optional("msgspec")) if fast else (None, None)
         self._fast_dumps = orjson.dumps if orjson else None
@@ -89,6 +95,20 @@ class JsonSerializer:
 
 
 _ORJSON_BUFFER = 4096
+
+
+def _as_orjson_writes(value: Any) -> Any:
+    """The standard library's encoder's ``default``: the JSON value orjson writes for what the standard library
+    cannot encode itself, so that a body does not depend on whether orjson is installed."""
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _optional(module: str) -> Any:

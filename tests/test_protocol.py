@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
+import uuid
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +34,42 @@ def test_what_the_fast_libraries_refuse_falls_back_to_the_standard_library():
     serializer = JsonSerializer()
     assert serializer.loads(serializer.dumps(2**80)) == 2**80  # exact, both ways
     assert serializer.loads(serializer.dumps({1: "one"})) == {"1": "one"}
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    at: datetime.date
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.datetime(2026, 11, 24, 19, 34, 32, 123456, tzinfo=datetime.UTC),
+        datetime.datetime(2026, 11, 24, 19, 34, 32, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+        datetime.datetime(2026, 11, 24, 19, 34),
+        datetime.date(2026, 11, 24),
+        datetime.time(19, 34, 32, 5),
+        uuid.UUID(int=2**100),
+        Colour.RED,
+        Point(1, datetime.date(2026, 1, 2)),
+        {"nested": [Colour.RED, {1: uuid.UUID(int=1)}]},  # the int key sends orjson's output to the fallback
+    ],
+)
+def test_values_beyond_json_encode_alike_with_and_without_orjson(value):
+    fast, standard = JsonSerializer(), JsonSerializer(fast=False)
+    assert fast.loads(fast.dumps(value)) == standard.loads(standard.dumps(value))
+
+
+@pytest.mark.parametrize("value", [b"bytes", {1, 2}, object(), 1j])
+def test_values_json_cannot_carry_are_refused_with_and_without_orjson(value):
+    for serializer in (JsonSerializer(), JsonSerializer(fast=False)):
+        with pytest.raises(TypeError):
+            serializer.dumps({"args": [value]})
 
 
 @pytest.mark.parametrize(
