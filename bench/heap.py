@@ -17,6 +17,8 @@ import os
 import sys
 from time import perf_counter, process_time
 
+from gevent import subprocess
+
 from amphora import AmqpRpcClient, tune_malloc
 from bench import driver, rpc, rpc_server
 from bench.common import add_run_options, broker, environment, medians, number, render
@@ -72,9 +74,9 @@ def one_run(url: str, mode: str, calls: int) -> dict[str, float]:
     service = f"bench_heap_{mode}_{os.getpid()}"
     server = driver.start_process("bench.heap", "serve", url, service, mode, what=f"the {mode} server")
     try:
-        client = driver.subprocess.Popen(
+        client = subprocess.Popen(
             [sys.executable, "-m", "bench.heap", "call", url, service, mode, str(calls)],
-            stdout=driver.subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
         )
         if client.stdout.readline().strip() != "measuring":
