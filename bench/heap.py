@@ -29,23 +29,21 @@ QUICK_CALLS = 500
 WARMUP = 200
 
 
-def minor_faults(pid: int | str = "self") -> int:
-    """Minor page faults of a process so far (field 10 of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        return int(stat.read().rsplit(")", 1)[1].split()[7])
+def _set_up(mode: str) -> None:
+    """In a child process: tune malloc in the ``tuned`` mode, or exit if that is not possible here."""
+    if mode == "tuned" and not tune_malloc():
+        raise SystemExit("tune_malloc() did nothing here (not glibc, or MALLOC_* set)")
 
 
 def serve(url: str, service: str, mode: str) -> None:
     """The server process: ``bench.rpc_server``, after tuning malloc in the ``tuned`` mode."""
-    if mode == "tuned" and not tune_malloc():
-        raise SystemExit("tune_malloc() did nothing here (not glibc, or MALLOC_* set)")
+    _set_up(mode)
     rpc_server.main(url, service, "transient")
 
 
 def call(url: str, service: str, mode: str, calls: int) -> None:
     """The client process: ``calls`` echo calls after a warm-up; prints ``measuring``, then its metrics."""
-    if mode == "tuned" and not tune_malloc():
-        raise SystemExit("tune_malloc() did nothing here (not glibc, or MALLOC_* set)")
+    _set_up(mode)
     sizes = rpc.Sizes()
     payload = rpc.payload_text(sizes.payload_bytes)
     client = AmqpRpcClient(service, url=url, persistent=False)
@@ -54,7 +52,7 @@ def call(url: str, service: str, mode: str, calls: int) -> None:
     def on_progress(settled: int) -> None:
         if settled == WARMUP:
             print("measuring", flush=True)
-            since.update(faults=minor_faults(), cpu=process_time(), time=perf_counter())
+            since.update(faults=rpc.minor_faults(), cpu=process_time(), time=perf_counter())
 
     rpc.pipelined(
         client, "echo", lambda i: (payload,), lambda i: payload, calls, WARMUP, sizes.payload_in_flight, on_progress
@@ -63,7 +61,7 @@ def call(url: str, service: str, mode: str, calls: int) -> None:
     metrics = {
         "MB/s": calls * sizes.payload_bytes / elapsed / 1e6,
         "client cpu us/call": (process_time() - since["cpu"]) / calls * 1e6,
-        "client faults/call": (minor_faults() - since["faults"]) / calls,
+        "client faults/call": (rpc.minor_faults() - since["faults"]) / calls,
     }
     print(json.dumps(metrics), flush=True)
     client.stop()
@@ -81,9 +79,9 @@ def one_run(url: str, mode: str, calls: int) -> dict[str, float]:
         )
         if client.stdout.readline().strip() != "measuring":
             raise RuntimeError(f"the {mode} client failed (exit code {client.wait()})")
-        faults, cpu = minor_faults(server.pid), rpc.cpu_seconds(server.pid)
+        faults, cpu = rpc.minor_faults(server.pid), rpc.cpu_seconds(server.pid)
         metrics = json.loads(client.stdout.readline() or "null") or {}
-        server_faults, server_cpu = minor_faults(server.pid) - faults, rpc.cpu_seconds(server.pid) - cpu
+        server_faults, server_cpu = rpc.minor_faults(server.pid) - faults, rpc.cpu_seconds(server.pid) - cpu
         if client.wait() != 0 or not metrics:
             raise RuntimeError(f"the {mode} client failed (exit code {client.returncode})")
     finally:

@@ -105,11 +105,21 @@ def rss_mib(pid: int | str = "self") -> float:
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat from the 3rd on (after the command name, which may hold spaces)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # fields from the 3rd on: utime is the 14th
+    fields = _stat_fields(pid)  # utime is the 14th field, stime the 15th
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def minor_faults(pid: int | str = "self") -> int:
+    """Minor page faults of a process so far (the 10th field)."""
+    return int(_stat_fields(pid)[7])
 
 
 def listening_pid(url: str) -> int | None:
