@@ -10,7 +10,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora.amqp import Properties, connect
-from amphora.amqp.channel import ACK_DELAY
+from amphora.amqp.acks import ACK_DELAY
 from amphora.amqp.errors import (
     AccessRefused,
     ChannelClosed,
@@ -261,11 +261,11 @@ def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue, publis
     publisher.basic_publish(b"last", "", queue).wait()
     messages = [received.get(timeout=5) for _ in range(61)]
     sent_frames = []
-    real_send = consumer._send
-    consumer._send = lambda data: sent_frames.append(data) or real_send(data)
+    real_send = consumer._acks._send
+    consumer._acks._send = lambda data: sent_frames.append(data) or real_send(data)
     for batch in (messages[10:20], messages[:10], messages[40:0:-3], messages):  # gaps, runs, repeats
         for message in batch:
-            if message.delivery_tag not in consumer._unacked:
+            if message.delivery_tag not in consumer._acks.unacked:
                 continue  # already acknowledged
             message.ack()
         gevent.sleep(0)  # one loop iteration: the gathered acks go out together
@@ -279,8 +279,8 @@ def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(c
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=10)
     sent_frames = []
-    real_send = consumer._send
-    consumer._send = lambda *data: sent_frames.append(data) or real_send(*data)
+    real_send = consumer._acks._send
+    consumer._acks._send = lambda data: sent_frames.append(data) or real_send(data)
     acked = Queue()
 
     def ack_each(message) -> None:
@@ -299,7 +299,7 @@ def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(c
     assert acked.get(timeout=5) == b"one more"
     gevent.sleep(0)  # the ack went at the end of that loop iteration, not ACK_DELAY later
     gevent.sleep(0)
-    assert not consumer._acks
+    assert not consumer._acks.gathered
     checker = connection.channel()
     assert checker.queue_declare(queue, passive=True).message_count == 0
     consumer.close()
@@ -313,11 +313,11 @@ def test_a_lone_ack_goes_out_after_the_delay(connection, queue, publisher):
     publisher.basic_publish(b"alone", "", queue).wait()
     message = received.get(timeout=5)
     message.ack()
-    assert consumer._acks  # held back: 1 of the 50 that would go at once
+    assert consumer._acks.gathered  # held back: 1 of the 50 that would go at once
     held_at = time.monotonic()
-    wait_until(lambda: not consumer._acks, timeout=5, interval=0.001)
+    wait_until(lambda: not consumer._acks.gathered, timeout=5, interval=0.001)
     assert time.monotonic() - held_at >= ACK_DELAY / 2  # sent by the delay, not at once
-    assert message.delivery_tag not in consumer._unacked
+    assert message.delivery_tag not in consumer._acks.unacked
 
 
 def test_unacked_messages_are_redelivered_when_the_channel_closes(connection, queue, publisher):

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-import gevent
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from pamqp import commands
 
 from . import frames
+from .acks import AckGatherer
 from .errors import (
     ChannelClosed,
     MessageNacked,
@@ -39,12 +39,6 @@ OnMessage = Callable[[Message], None]
 OnCancel = Callable[[str], None]
 
 
-ACK_DELAY = 0.01
-"""Seconds an ack may wait to be sent with others (see :meth:`Channel.basic_ack`)."""
-ACK_BATCH_UNLIMITED = 1000
-"""Acks gathered before sending them, on a channel whose prefetch is unlimited."""
-
-
 class DeclareOk(NamedTuple):
     queue: str
     message_count: int
@@ -69,11 +63,7 @@ class Channel:
         self._rpc_waiter: AsyncResult | None = None
         self._rpc_expect: tuple[type, ...] = ()
         self._consumers: dict[str, _Consumer] = {}
-        self._unacked: dict[int, None] = {}  # delivery tags awaiting our ack, in delivery order
-        self._acks: set[int] = set()  # acks not sent yet, gathered to be sent as few frames
-        self._ack_flush: Any = None  # the loop callback or timer that sends them
-        self._ack_flush_soon = False  # it is the callback at the end of this loop iteration
-        self._ack_batch = 1  # this many gathered acks are sent at the end of the loop iteration
+        self._acks = AckGatherer(channel_id, connection.send)
         self._confirming = False
         self._publish_seq = 0
         self._lowest_unconfirmed = 1
@@ -192,8 +182,7 @@ class Channel:
         With several consumers on the channel, the smallest prefetch decides, so none waits for acks.
         """
         self._rpc(Basic.Qos(prefetch_size, prefetch_count, global_qos), Basic.QosOk)
-        batch = max(1, prefetch_count // 2) if prefetch_count else ACK_BATCH_UNLIMITED
-        self._ack_batch = min(self._ack_batch, batch) if self._consumers else batch
+        self._acks.set_prefetch(prefetch_count, shared=bool(self._consumers))
 
     def confirm_select(self) -> None:
         """Turn on publisher confirms: from now on :meth:`basic_publish` returns a Confirmation."""
@@ -294,79 +283,25 @@ class Channel:
     # --- acknowledging deliveries --------------------------------------------------------------
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge a delivery. Single acks are gathered and sent as few frames as possible (one
-        ``multiple`` ack for every leading run of them): at the end of the loop iteration once half the
-        prefetch gathered (every one without :meth:`basic_qos`), else at most ``ACK_DELAY`` seconds later.
-        Fewer ack frames save the broker and both sides a write and a read per message."""
+        """Acknowledge a delivery. Single acks are gathered and sent as few frames as possible: at the end of
+        the loop iteration once half the prefetch gathered (every one without :meth:`basic_qos`), else at most
+        ``amphora.amqp.acks.ACK_DELAY`` seconds later."""
         self._raise_if_closed()
-        if multiple:
-            self.flush_acks()
-            self._forget_through(delivery_tag)
-            self._send(frames.ack_frame(self.id, delivery_tag, True))
-            return
-        acks = self._acks
-        acks.add(delivery_tag)
-        if len(acks) >= self._ack_batch:
-            if not self._ack_flush_soon:  # none yet, or only the timer
-                self._stop_ack_flush()
-                self._ack_flush = gevent.get_hub().loop.run_callback(self.flush_acks)
-                self._ack_flush_soon = True
-        elif self._ack_flush is None:
-            self._ack_flush = gevent.get_hub().loop.timer(ACK_DELAY)
-            self._ack_flush.start(self.flush_acks)
+        self._acks.ack(delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         self._raise_if_closed()
-        self.flush_acks()
-        if multiple:
-            self._forget_through(delivery_tag)
-        else:
-            self._unacked.pop(delivery_tag, None)
+        self._acks.settled(delivery_tag, multiple)
         self._send(frames.method_frame(self.id, Basic.Nack(delivery_tag, multiple, requeue)))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
         self._raise_if_closed()
-        self.flush_acks()
-        self._unacked.pop(delivery_tag, None)
+        self._acks.settled(delivery_tag, False)
         self._send(frames.method_frame(self.id, Basic.Reject(delivery_tag, requeue)))
 
     def flush_acks(self) -> None:
-        """Send the gathered acks now: one ``multiple`` ack up to the last tag before which every delivery
-        is acknowledged, and single acks for the others."""
-        self._stop_ack_flush()
-        acks, self._acks = self._acks, set()
-        if not acks or self._error is not None:
-            return
-        unacked = self._unacked
-        last_of_run = 0
-        for tag in unacked:
-            if tag not in acks:
-                break
-            last_of_run = tag
-        data = []
-        if last_of_run:
-            self._forget_through(last_of_run)
-            data.append(frames.ack_frame(self.id, last_of_run, True))
-        for tag in sorted(acks):
-            if tag > last_of_run:
-                unacked.pop(tag, None)
-                data.append(frames.ack_frame(self.id, tag, False))
-        self._send(b"".join(data))
-
-    def _stop_ack_flush(self) -> None:
-        if self._ack_flush is not None:
-            self._ack_flush.stop()
-            self._ack_flush = None
-            self._ack_flush_soon = False
-
-    def _forget_through(self, delivery_tag: int) -> None:
-        """Drop every outstanding tag up to ``delivery_tag`` (``0``: all), as a ``multiple`` settle does."""
-        unacked = self._unacked
-        while unacked:
-            tag = next(iter(unacked))
-            if delivery_tag and tag > delivery_tag:
-                break
-            del unacked[tag]
+        """Send the gathered acks now."""
+        self._acks.flush()
 
     # --- incoming frames (reader greenlet) -----------------------------------------------------
 
@@ -435,7 +370,7 @@ class Channel:
             self, body, properties, method.exchange, method.routing_key, tag, method.redelivered, method.consumer_tag
         )
         if not consumer.no_ack:
-            self._unacked[tag] = None
+            self._acks.delivered(tag)
         try:
             consumer.on_message(message)
         except Exception:
@@ -535,6 +470,7 @@ class Channel:
         if self._error is not None:
             return
         self._error = error
+        self._acks.discard()
         if self._rpc_waiter is not None:
             self._rpc_waiter.set_exception(error)
         unconfirmed, self._unconfirmed = self._unconfirmed, {}
