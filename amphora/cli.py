@@ -275,7 +275,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     stopping = Event()
     on_stop_signals(stopping.set)
-    node = RabbitNode()
+    node = RabbitNode(port=args.port)
     try:
         log.info("starting RabbitMQ (data in %s)", node.directory)
         try:
@@ -376,12 +376,14 @@ examples:
 """
 
 BROKER_EPILOG = f"""\
-Starts RabbitMQ (rabbitmq-server must be installed) on a free port with its data in a temporary
-directory, prints the node's URL and an export line for your shell, and runs until Ctrl-C or SIGTERM,
-then stops the node and deletes its data. Nothing is shared with a RabbitMQ the machine already runs.
+Starts RabbitMQ (rabbitmq-server must be installed) on a free port, or on --port, with its data in a
+temporary directory, prints the node's URL and an export line for your shell, and runs until Ctrl-C or
+SIGTERM, then stops the node and deletes its data. Nothing is shared with a RabbitMQ the machine already
+runs (a --port in use is refused).
 
 examples:
   amphora broker        # then paste its "export {ENVIRONMENT_VARIABLE}=..." line into other shells
+  amphora broker --port 5672   # the port clients try by default: no export needed
 """
 
 
@@ -448,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         subparsers, "broker", "Run a private RabbitMQ node in the foreground.", BROKER_EPILOG, cmd_broker
     )
     add_log_level(broker, "INFO")
+    broker.add_argument("--port", type=int, help="its AMQP port (default: a free one)")
     return parser
 
 

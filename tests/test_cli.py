@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -267,9 +268,13 @@ def test_serve_explains_a_wrong_target(capsys, target, message):
 
 
 def test_broker_prints_a_url_to_connect_to_and_stops_on_sigterm():
-    process = subprocess.Popen(amphora_command("broker"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = free_port()
+    process = subprocess.Popen(
+        amphora_command("broker", "--port", str(port)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         url = process.stdout.readline().strip()
+        assert url == f"amqp://guest:guest@127.0.0.1:{port}/%2F"
         assert process.stdout.readline().strip() == f"export AMQP_URL={url}"
         connect(url).close()
         process.send_signal(signal.SIGTERM)
@@ -279,6 +284,19 @@ def test_broker_prints_a_url_to_connect_to_and_stops_on_sigterm():
     finally:
         process.kill()
         process.wait()
+
+
+def test_broker_refuses_a_port_in_use():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = subprocess.run(
+            amphora_command("broker", "--port", str(port)), capture_output=True, text=True, timeout=30
+        )
+    assert result.returncode == 2
+    assert f"port {port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- help ---------------------------------------------------------------------------------------

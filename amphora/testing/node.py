@@ -38,6 +38,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _port_is_free(port: int) -> bool:
+    """Nothing listens on ``port`` (connections of a killed node, left in TIME_WAIT, do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _find_binary(name: str) -> str:
     directory = os.environ.get("RABBITMQ_SERVER_BIN")
     candidates = [directory] if directory else list(_SEARCH_PATH)
@@ -67,14 +78,19 @@ class RabbitNode:
     The node keeps its ports, name and data directory across kill and start, so durable queues and
     persistent messages survive a restart as they would on a real broker.
 
+    ``port`` is its AMQP port (default: a free one).
     With ``tls``, the node also listens for TLS on ``tls_port`` (``tls_url``) with that server certificate,
     and verifies the client certificates that its CA signed; ``fail_if_no_peer_cert`` makes them mandatory.
     """
 
     def __init__(
-        self, name: str | None = None, tls: TLSCertificates | None = None, fail_if_no_peer_cert: bool = False
+        self,
+        name: str | None = None,
+        tls: TLSCertificates | None = None,
+        fail_if_no_peer_cert: bool = False,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.name = name or f"amphora-test-{uuid.uuid4().hex[:8]}"
         self.nodename = f"{self.name}@localhost"
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
@@ -93,6 +109,8 @@ class RabbitNode:
         """Start the node and wait until it accepts AMQP connections (and TLS ones, with ``tls``)."""
         if self.running:
             return self
+        if not _port_is_free(self.port):
+            raise RabbitNodeError(f"port {self.port} is already in use: is another broker running there?")
         with open(self._path("output.log"), "ab") as output:
             self._process = subprocess.Popen(
                 self._command(_find_binary("rabbitmq-server")),
