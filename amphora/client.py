@@ -284,7 +284,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
                 published.set()
 
         try:
-            self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, **options)
+            quiet = not wait_publish  # the reply tells the caller more than the confirm
+            self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, quiet=quiet, **options)
         except BaseException:  # e.g. arguments the serializer cannot encode: the call never started
             self._pending.pop(request_id)
             raise
@@ -337,9 +338,10 @@ class AmqpRpcClient(PubSub, RequestQueues):
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
         cast: bool = False,
+        quiet: bool = False,
     ) -> None:
         """Hand a request to the outbox; ``on_published(error)`` runs once the broker took it (None) or
-        returned it (MessageReturned), or it cannot be encoded."""
+        returned it (MessageReturned), or it cannot be encoded. ``quiet``: see :meth:`Outbox.publish`."""
         if routing_key is None:
             routing_key = self._routing_key(func_name, args, kwargs)
         body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
@@ -366,7 +368,13 @@ class AmqpRpcClient(PubSub, RequestQueues):
         )
 
         self._outbox.publish(
-            self.topology.request_exchange, routing_key, body, properties, mandatory=True, on_done=on_published
+            self.topology.request_exchange,
+            routing_key,
+            body,
+            properties,
+            mandatory=True,
+            on_done=on_published,
+            quiet=quiet,
         )
 
     def _settle(self, request_id: str | None, value: Any = None, error: BaseException | None = None) -> bool:

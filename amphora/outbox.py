@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 NACK_BACKOFF = 0.2
 """Seconds before a link whose broker nacked a message reconnects to publish it again."""
+QUIET_BODY_LIMIT = 4096
+"""Bytes of the largest body whose confirm may be read late: a larger one would stay in memory longer for a
+wake-up that costs little next to its own handling."""
 DoneCallback = Callable[[BaseException | None], None]
 
 
@@ -45,6 +48,7 @@ class Envelope:
         "mandatory",
         "on_done",
         "properties",
+        "quiet",
         "routing_key",
     )
 
@@ -57,6 +61,7 @@ class Envelope:
         properties: Properties,
         mandatory: bool,
         on_done: DoneCallback | None,
+        quiet: bool = False,
     ) -> None:
         self.key = key
         self.exchange = exchange
@@ -65,20 +70,26 @@ class Envelope:
         self.properties = properties
         self.mandatory = mandatory
         self.on_done = on_done
+        self.quiet = quiet  # nobody waits for its confirm: it may be read late (amphora.amqp.quiet)
         self.generation = -1  # the link generation it was last published on
 
 
 class Outbox:
     """Holds messages until confirmed and publishes them through a :class:`Link` with confirms on."""
 
-    def __init__(self, link: Link, limit: int = 100_000, block: bool = True, window: int = 1000) -> None:
+    def __init__(
+        self, link: Link, limit: int = 100_000, block: bool = True, window: int = 1000, patience: int | None = None
+    ) -> None:
         self._link = link
         self.limit = limit
         self.block = block
         self.window = window
+        self.patience = min(limit, window) // 2 if patience is None else patience
         self._entries: dict[int, Envelope] = {}
         self._unsent: collections.deque[Envelope] = collections.deque()
         self._in_flight = 0  # published on the current connection, awaiting their confirms
+        self._prompt_in_flight = 0  # of those, the ones whose confirm somebody waits for
+        self._flushing = 0  # callers of flush()
         self._careful_from: int | None = None  # from this link generation on, one message in flight at a time
         self._nack_reset_for: int | None = None  # the link generation a reconnect after a nack is due for
         self._pump_wakeup = Event()
@@ -101,15 +112,22 @@ class Outbox:
         properties: Properties,
         mandatory: bool = False,
         on_done: DoneCallback | None = None,
+        quiet: bool = False,
     ) -> Envelope:
         """Add a message; ``on_done(error)`` runs once it is confirmed (None), returned (MessageReturned),
-        or found impossible to encode (TypeError, ValueError...)."""
+        or found impossible to encode (TypeError, ValueError...).
+
+        ``quiet``: nobody waits for ``on_done`` (a call's request, whose reply comes anyway; a reply, whose
+        request is acknowledged after it). While up to ``patience`` messages, all quiet and none larger than
+        ``QUIET_BODY_LIMIT``, await their confirms, the confirms may be read up to
+        :data:`amphora.amqp.quiet.MAX_DELAY` late, in batches."""
         while len(self._entries) >= self.limit:
             if not self.block:
                 raise OutboxFull(f"the outbox holds {self.limit} unconfirmed messages")
             self._has_space.clear()
             self._has_space.wait()
-        envelope = Envelope(next(self._keys), exchange, routing_key, body, properties, mandatory, on_done)
+        quiet = quiet and len(body) <= QUIET_BODY_LIMIT
+        envelope = Envelope(next(self._keys), exchange, routing_key, body, properties, mandatory, on_done, quiet)
         self._entries[envelope.key] = envelope
         self._empty.clear()
         if not self._unsent and self._in_flight < self._window() and self._link.ready.is_set():
@@ -121,7 +139,13 @@ class Outbox:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message is confirmed; False if ``timeout`` passed first."""
-        return self._empty.wait(timeout)
+        self._flushing += 1
+        if self._link.connection is not None:
+            self._link.connection.reads.release()
+        try:
+            return self._empty.wait(timeout)
+        finally:
+            self._flushing -= 1
 
     def _window(self) -> int:
         careful = self._careful_from is not None and self._link.generation >= self._careful_from
@@ -146,7 +170,7 @@ class Outbox:
     def _send(self, envelope: Envelope) -> None:
         channel = self._link.channel
         generation = envelope.generation = self._link.generation
-        self._in_flight += 1
+        self._count_in_flight(envelope, 1)
         try:
             assert channel is not None
             confirmation = channel.basic_publish(
@@ -156,16 +180,26 @@ class Outbox:
             log.debug("publish deferred until reconnect: %s", exc)
             return
         except (TypeError, ValueError, OverflowError, struct.error) as exc:  # it can never be encoded
-            self._in_flight -= 1
+            self._count_in_flight(envelope, -1)
             self._finish(envelope, exc)
             return
         assert confirmation is not None, "the outbox's link must have publisher confirms on"
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
+        reads = channel.connection.reads
+        if self._in_flight <= self.patience and not self._prompt_in_flight and not self._flushing:
+            reads.hold()
+        else:
+            reads.release()
+
+    def _count_in_flight(self, envelope: Envelope, change: int) -> None:
+        self._in_flight += change
+        if not envelope.quiet:
+            self._prompt_in_flight += change
 
     def _on_confirmation(self, envelope: Envelope, generation: int, confirmation: Confirmation) -> None:
         if generation != self._link.generation:
             return  # a confirmation of the lost connection: the replay published the message again
-        self._in_flight -= 1
+        self._count_in_flight(envelope, -1)
         error = confirmation.exception
         if error is None or isinstance(error, MessageReturned):
             self._finish(envelope, error)
@@ -218,7 +252,7 @@ class Outbox:
 
     def _replay(self, channel: Channel) -> None:
         """On a new connection: queue, in order, every message not yet published on it."""
-        self._in_flight = 0
+        self._in_flight = self._prompt_in_flight = 0
         self._unsent = collections.deque(self._entries.values())
         if self._unsent:
             log.info("publishing %d unconfirmed messages again", len(self._unsent))

@@ -128,7 +128,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
         parameters = broker_parameters(url, urls, **connection_options)
         self._consumer = Link(parameters, f"{service_name} server consumer", prefetch=concurrency)
         self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
-        self._outbox = Outbox(self._publisher)
+        # while at most a quarter of the prefetch awaits the confirms of replies, those may be read in batches
+        # (gathered acks may take another half: the broker never stops sending requests for want of acks)
+        self._outbox = Outbox(self._publisher, patience=concurrency // 4)
         self.metrics = metrics
         self.tracebacks = tracebacks
         if metrics is not None:
@@ -409,6 +411,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             reply.properties,
             mandatory=True,
             on_done=on_confirmed,
+            quiet=True,  # its request is acknowledged after it: the outbox's patience keeps the prefetch open
         )
 
     def _refuse(self, message: Message, reason: str) -> None:

@@ -91,7 +91,7 @@ class Channel:
 
     def _rpc(self, method: Any, *expect: type) -> Any:
         """Send a synchronous method and wait for its answer; one in flight per channel."""
-        with self._rpc_lock:
+        with self._rpc_lock, self.connection.reads.awaiting_answer():
             self._raise_if_closed()
             waiter = self._rpc_waiter = AsyncResult()
             self._rpc_expect = expect

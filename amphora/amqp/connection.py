@@ -2,8 +2,8 @@
 
 A connection owns three greenlets: the reader (parses frames and dispatches them to channels; it also
 notices silence), the writer (coalesces every queued frame into one ``sendall``) and the heartbeat ticker.
-Nothing else ever touches the socket. When the socket dies, every waiter on the connection and its channels
-gets the error at once.
+Nothing else reads or writes the socket (:mod:`amphora.amqp.quiet` only sets its receive low-water mark).
+When the socket dies, every waiter on the connection and its channels gets the error at once.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .errors import (
 )
 from .errors import ConnectionError as AMQPConnectionError
 from .parameters import ConnectionParameters
+from .quiet import QuietReads
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class Connection:
         self._flush_scheduled = False
         self._writer_busy = False  # the writer greenlet is sending (and may wait for the socket)
         self._raw_socket: _stdlib_socket.socket | None = None  # the plain socket's own, non-blocking
+        self.reads = QuietReads()
+        """Holds back the reader's wake-ups for publisher confirms, when asked to (:mod:`amphora.amqp.quiet`)."""
         self._drained = Event()
         self._drained.set()
         self._sent_since_tick = False
@@ -144,6 +147,7 @@ class Connection:
         raw = getattr(self._sock, "_sock", None)  # gevent's plain socket wraps a non-blocking one; TLS does not
         if not self.parameters.tls and raw is not None:
             self._raw_socket = raw
+            self.reads = QuietReads(raw)
         self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._write_loop)]
         if self.heartbeat:
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
@@ -322,6 +326,7 @@ class Connection:
         assert self._sock is not None
         recv = self._receiver()
         feed = self._reader.feed
+        reads = self.reads
         try:
             pending = list(self._handshake_frames)
             self._handshake_frames.clear()
@@ -331,6 +336,7 @@ class Connection:
                 if not data:
                     raise ConnectionLost(f"the broker at {self.parameters.url} closed the socket")
                 self._received_since_tick = True
+                reads.read_since_release = True
                 self._dispatch(feed(data))
         except OSError as exc:
             self._fail(ConnectionLost(f"reading from {self.parameters.url} failed: {exc}"))
@@ -439,8 +445,9 @@ class Connection:
         for channel in list(self._channels.values()):
             channel.flush_acks()  # acks still gathered would come after our Close: the broker would drop them
         try:
-            self.send(frames.method_frame(0, commands.Connection.Close(200, "Normal shutdown", 0, 0)))
-            self._close_ok.wait(timeout)
+            with self.reads.awaiting_answer():
+                self.send(frames.method_frame(0, commands.Connection.Close(200, "Normal shutdown", 0, 0)))
+                self._close_ok.wait(timeout)
         except AMQPError:
             pass
         self._fail(ConnectionClosed(200, "closed by the client"), clean=True)
@@ -470,6 +477,7 @@ class Connection:
         self._error = error
         if not clean:
             log.warning("connection to %s lost: %s", self.parameters.url, error)
+        self.reads.close()
         if self._sock is not None:
             self._sock.close()
         self._drained.set()
