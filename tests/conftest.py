@@ -18,6 +18,14 @@ pytest_plugins = ["amphora.testing"]
 
 
 @pytest.fixture
+def connection(amqp_url):
+    """An AMQP connection to the session's node, closed at the end."""
+    conn = connect(amqp_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def service() -> str:
     return f"svc{uuid.uuid4().hex[:12]}"
 

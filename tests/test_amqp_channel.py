@@ -26,13 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def connection(amqp_url):
-    conn = connect(amqp_url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
 def channel(connection):
     return connection.channel()
 

@@ -24,13 +24,6 @@ def low_water(sock: socket.socket) -> int:
 
 
 @pytest.fixture
-def connection(amqp_url):
-    conn = connect(amqp_url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
 def publisher(connection):
     """A confirming channel and a queue to publish to."""
     channel = connection.channel()
