@@ -2,8 +2,8 @@
 
 glibc gives memory back to the kernel as soon as 128 KiB lie free at the top of the heap. A process that
 sends and receives 64 KiB messages frees that much many times a second, so it keeps shrinking its heap and
-faulting fresh pages into it again: in ``python -m bench.heap`` that is about 35 page faults per call, and
-perf puts page faults and ``brk`` at a quarter of the client's CPU time. :func:`tune_malloc` raises glibc's
+faulting fresh pages into it again: in ``python -m bench.heap`` that is about 22 page faults per call, and a
+third of the client's CPU time. :func:`tune_malloc` raises glibc's
 thresholds so the heap keeps what it freed. It changes the whole process, so amphora never calls it behind a
 program's back: a program opts in, and ``amphora serve`` does it for the process it owns.
 """

@@ -80,9 +80,10 @@ class JsonSerializer:
             except TypeError:
                 pass
             else:
-                # orjson's bytes keep their whole working buffer (4 KiB for a small one): keep an exact copy
-                # of a small body, which may wait in an outbox or an answered-requests memory
-                return memoryview(data).tobytes() if len(data) < _ORJSON_BUFFER else data
+                # orjson's bytes keep their whole working buffer, 4 KiB for a small body and 10 to 40 times the
+                # size of a large one (1 MiB for 87 KB): an exact copy lets it go at once, before the body
+                # waits in an outbox or an answered-requests memory, and spares the heap the churn
+                return memoryview(data).tobytes()
         return self._encoder.encode(value).encode()
 
     def loads(self, data: bytes) -> Any:
@@ -92,9 +93,6 @@ class JsonSerializer:
             except ValueError:
                 pass  # the standard library decides (and says what is wrong)
         return self._decoder.decode(data.decode())
-
-
-_ORJSON_BUFFER = 4096
 
 
 def _as_orjson_writes(value: Any) -> Any:

@@ -106,17 +106,25 @@ def test_decoding_a_large_body_allocates_little_beyond_its_value():
     assert peak < 2 * len(body), f"{peak} bytes allocated to decode {len(body)}"  # orjson takes 12 times
 
 
-def test_small_bodies_own_no_spare_buffer():
+@pytest.mark.parametrize(
+    ("make_value", "count", "most_per_body"),
+    [
+        (lambda i: {"func": "add", "args": [i, i], "kwargs": {}}, 1000, 200),  # orjson's own keep 4 KiB
+        (lambda i: {"result": f"{i:x}" * 10_000}, 20, 100_000),  # about 50 KB: orjson's keep 1 MiB
+    ],
+    ids=["small", "large"],
+)
+def test_bodies_own_no_spare_buffer(make_value, count, most_per_body):
     import tracemalloc
 
     serializer = JsonSerializer()
     tracemalloc.start()
     try:
-        bodies = [serializer.dumps({"func": "add", "args": [i, i], "kwargs": {}}) for i in range(1000)]
+        bodies = [serializer.dumps(make_value(i)) for i in range(count)]
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert held < 1000 * 200, f"{held / len(bodies):.0f} bytes per 40-byte body"  # orjson's own keep 4 KiB
+    assert held < count * most_per_body, f"{held / count:.0f} bytes per {len(bodies[-1])}-byte body"
 
 
 def test_request_and_reply_bodies_round_trip():
