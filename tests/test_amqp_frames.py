@@ -122,7 +122,7 @@ def test_content_frames_are_pamqps(size):
 
 
 def test_what_is_left_of_a_partly_written_batch():
-    from amphora.amqp.connection import _unsent
+    from amphora.amqp.writer import _unsent
 
     chunks = [b"abc", memoryview(b"defgh"), b"ij"]
     for sent in range(11):

@@ -1,7 +1,8 @@
 """One AMQP connection over a gevent socket.
 
 A connection owns three greenlets: the reader (parses frames and dispatches them to channels; it also
-notices silence), the writer (coalesces every queued frame into one ``sendall``) and the heartbeat ticker.
+notices silence), the writer (:mod:`amphora.amqp.writer`: sends what the hub could not send at once) and the
+heartbeat ticker.
 Nothing else reads or writes the socket (:mod:`amphora.amqp.quiet` only sets its receive low-water mark).
 When the socket dies, every waiter on the connection and its channels gets the error at once.
 """
@@ -19,7 +20,7 @@ from typing import Any, Self, cast
 
 import gevent
 from gevent import socket
-from gevent.event import AsyncResult, Event
+from gevent.event import AsyncResult
 from pamqp import commands
 from pamqp.common import FieldTable
 
@@ -39,11 +40,10 @@ from .errors import (
 from .errors import ConnectionError as AMQPConnectionError
 from .parameters import ConnectionParameters
 from .quiet import QuietReads
+from .writer import FrameWriter
 
 log = logging.getLogger(__name__)
 
-WRITE_BACKLOG_LIMIT = 4 * 1024 * 1024
-"""Bytes queued for the writer beyond which publishers wait (backpressure)."""
 SILENT_TICKS_LIMIT = 4
 """Heartbeat ticks (half intervals) without a byte from the broker before the connection counts as lost."""
 
@@ -69,22 +69,6 @@ READ_SIZE = 262144
 """Bytes read from the socket at most at once, into a buffer that the connection reuses for every read. (Reading
 into a new buffer each time cost a 64 KiB call ~30 page faults on the server: glibc handed the memory back to
 the kernel between reads.)"""
-SCATTER_MIN_SIZE = 65536
-"""Batches from this many bytes up are written from their own buffers (``sendmsg``) rather than joined."""
-SCATTER_MAX_BUFFERS = 64
-
-
-def _joined(chunks: list[frames.Buffer]) -> memoryview:
-    return memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-
-def _unsent(chunks: list[frames.Buffer], sent: int) -> list[frames.Buffer]:
-    """What is left of ``chunks`` once their first ``sent`` bytes are written."""
-    for index, chunk in enumerate(chunks):
-        if sent < len(chunk):
-            return [memoryview(chunk)[sent:], *chunks[index + 1 :]]
-        sent -= len(chunk)
-    return []
 
 
 class Connection:
@@ -101,17 +85,13 @@ class Connection:
         self._reader = frames.FrameReader(frames.MIN_FRAME_MAX * 32)
         self._handshake_frames: collections.deque[frames.DecodedFrame] = collections.deque()
         self._channels: dict[int, Channel] = {}
-        self._write_chunks: list[frames.Buffer] = []
-        self._write_size = 0
-        self._write_wakeup = Event()
-        self._flush_scheduled = False
-        self._writer_busy = False  # the writer greenlet is sending (and may wait for the socket)
+        self._writer = FrameWriter(self._on_write_error)
+        self.send = self._writer.send
+        """``send(*frames)``: queue whole frames for the writer; never yields, so a message's frames stay
+        together. Raises why the connection ended, once it has."""
         self._raw_socket: _stdlib_socket.socket | None = None  # the plain socket's own, non-blocking
         self.reads = QuietReads()
         """Holds back the reader's wake-ups for publisher confirms, when asked to (:mod:`amphora.amqp.quiet`)."""
-        self._drained = Event()
-        self._drained.set()
-        self._sent_since_tick = False
         self._received_since_tick = False
         self._greenlets: list[gevent.Greenlet] = []
         self._error: BaseException | None = None
@@ -148,7 +128,7 @@ class Connection:
         if not self.parameters.tls and raw is not None:
             self._raw_socket = raw
             self.reads = QuietReads(raw)
-        self._greenlets = [gevent.spawn(self._read_loop), gevent.spawn(self._write_loop)]
+        self._greenlets = [gevent.spawn(self._read_loop), self._writer.start(self._sock, self._raw_socket)]
         if self.heartbeat:
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
         log.debug("connected to %s (frame_max=%d heartbeat=%d)", self.parameters.url, self.frame_max, self.heartbeat)
@@ -244,81 +224,17 @@ class Connection:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def send(self, *data: frames.Buffer) -> None:
-        """Queue whole frames for the writer; never yields, so a message's frames stay together."""
-        if self._error is not None:
-            raise self._error
-        self._write_chunks += data
-        for chunk in data:
-            self._write_size += len(chunk)
-        self._sent_since_tick = True
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            gevent.get_hub().loop.run_callback(self._flush)
-
-    def _flush(self) -> None:
-        """Write what was queued during this loop iteration, in one send from the hub when the socket takes
-        it all (no switch to the writer greenlet); the writer sends the rest, waiting for the socket.
-
-        A large batch goes out with ``sendmsg`` straight from its buffers (a 64 KiB body is not copied)."""
-        self._flush_scheduled = False
-        raw = self._raw_socket
-        if self._writer_busy or raw is None or self._error is not None:
-            self._write_wakeup.set()
-            return
-        size = self._write_size
-        chunks = self._detach_chunks()
-        if not size:
-            return
-        try:
-            if size >= SCATTER_MIN_SIZE and 1 < len(chunks) <= SCATTER_MAX_BUFFERS:
-                sent = raw.sendmsg(chunks)
-            else:
-                chunks = [_joined(chunks)]
-                sent = raw.send(chunks[0])
-        except OSError:  # full (EAGAIN), or broken: the writer waits, or meets the error and fails
-            sent = 0
-        if sent < size:
-            self._write_chunks[:0] = _unsent(chunks, sent)
-            self._write_size += size - sent
-            self._write_wakeup.set()
-
-    def _detach_chunks(self) -> list[frames.Buffer]:
-        """Everything queued; the queue is empty after."""
-        chunks = self._write_chunks
-        self._write_chunks = []
-        self._write_size = 0
-        self._drained.set()
-        return chunks
-
     def wait_writable(self) -> None:
         """Block while the write backlog is over its limit (the broker is slow, blocked or gone)."""
-        while self._write_size > WRITE_BACKLOG_LIMIT and self._error is None:
-            self._drained.clear()
-            self._drained.wait()
-        if self._error is not None:
-            raise self._error
+        self._writer.wait_writable()
 
     @property
     def write_backlog(self) -> int:
         """Bytes queued and not yet handed to the socket."""
-        return self._write_size
+        return self._writer.backlog
 
-    def _write_loop(self) -> None:
-        assert self._sock is not None
-        send = self._sock.send  # not sendall: gevent's asks the socket its buffer size on every call
-        try:
-            while True:
-                self._write_wakeup.wait()
-                self._write_wakeup.clear()
-                self._writer_busy = True
-                while self._write_chunks:
-                    data = _joined(self._detach_chunks())
-                    while data:
-                        data = data[send(data) :]
-                self._writer_busy = False
-        except OSError as exc:
-            self._fail(ConnectionLost(f"writing to {self.parameters.url} failed: {exc}"))
+    def _on_write_error(self, exc: OSError) -> None:
+        self._fail(ConnectionLost(f"writing to {self.parameters.url} failed: {exc}"))
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -421,10 +337,9 @@ class Connection:
         silent_ticks = 0
         while self._error is None:
             gevent.sleep(interval)
-            if not self._sent_since_tick:
-                self._write_chunks.append(frames.HEARTBEAT)
-                self._write_wakeup.set()
-            self._sent_since_tick = False
+            if not self._writer.sent_since_tick:
+                self._writer.send(frames.HEARTBEAT)
+            self._writer.sent_since_tick = False
             silent_ticks = 0 if self._received_since_tick else silent_ticks + 1
             self._received_since_tick = False
             if silent_ticks >= SILENT_TICKS_LIMIT:
@@ -480,7 +395,7 @@ class Connection:
         self.reads.close()
         if self._sock is not None:
             self._sock.close()
-        self._drained.set()
+        self._writer.close(error)
         for channel in list(self._channels.values()):
             channel.fail(error)
         self._channels.clear()
