@@ -87,10 +87,8 @@ class QuietReads:
 
     def close(self) -> None:
         """The socket is closed: hold no more."""
-        if self._release_timer is not None:
-            self._release_timer.stop()
-            self._release_timer = None
         self._sock = None
+        self.release()
 
     def _set_low_water(self, size: int) -> bool:
         if self._sock is None:
