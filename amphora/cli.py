@@ -11,7 +11,9 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -102,12 +104,17 @@ def load_server(target: str, options: dict[str, Any]) -> AmqpRpcServer:
                 "a function that builds the server and takes url=/concurrency="
             )
         return obj
+    not_a_server = CliError(
+        f"{target} is a {type(obj).__name__}: expected an AmqpRpcServer or a function returning one"
+    )
     if not callable(obj):
-        raise CliError(f"{target} is a {type(obj).__name__}: expected an AmqpRpcServer or a function returning one")
+        raise not_a_server
     try:
         signature(obj).bind(**options)
     except TypeError as exc:
         raise CliError(f"cannot call {target} with {', '.join(options) or 'no arguments'}: {exc}") from None
+    except ValueError:  # a builtin without a signature: not a function of the user's that builds a server
+        raise not_a_server from None
     server = obj(**options)
     if not isinstance(server, AmqpRpcServer):
         raise CliError(f"{target}() returned a {type(server).__name__}, not an AmqpRpcServer")
@@ -136,18 +143,73 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- call ---------------------------------------------------------------------------------------
 
 
+LOOKS_LIKE_JSON = re.compile(r"\s*([\[{\"]|-?\d|-?(NaN|Infinity)$)")
+"""An argument starting like a JSON array, object, string or number must be valid JSON."""
+
+
+class NonFiniteNumber(ValueError):
+    """NaN or infinity: JSON has no such numbers, and the other side would get null or an error."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"{text} is too large for a JSON number")
+    return value
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` refusing NaN, Infinity and numbers that overflow to them."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def parse_argument(text: str) -> Any:
-    """A command-line argument as JSON, or as the plain string if it is not JSON."""
+    """A command-line argument as JSON, or as the plain string if it does not look like JSON at all.
+
+    Something that starts like JSON but is not (``[1``, ``1e400``, ``NaN``) is refused rather than guessed.
+    """
     try:
-        return json.loads(text)
-    except ValueError:
+        return strict_json(text)
+    except NonFiniteNumber as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    except ValueError as exc:
+        if LOOKS_LIKE_JSON.match(text):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} looks like JSON but is not ({exc}); to pass it as a string, quote it: '\"{text}\"'"
+            ) from None
         return text
+
+
+def positive_float(text: str) -> float:
+    """``--timeout``: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """``--expect``, ``--concurrency``: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def parse_kwargs(text: str) -> dict[str, Any]:
     """``--kwargs``: a JSON object."""
     try:
-        value = json.loads(text)
+        value = strict_json(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -155,9 +217,36 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return value
 
 
-def check_broker(url: str | None) -> None:
-    """Connect once, so that an unreachable broker or wrong credentials fail now, with their reason."""
-    open_connection(url).close()
+def check_service(args: argparse.Namespace) -> None:
+    """Refuse at once, creating nothing, a call that no server could answer (unless ``--wait``).
+
+    Connecting first also makes an unreachable broker or wrong credentials fail now, with their reason. Then
+    passive declares tell: the service's request exchange exists (someone served or called it), its
+    default request queue exists only for a service that is not fanout, and a server consumes that queue.
+    """
+    connection = open_connection(args.url)
+    try:
+        if args.wait:
+            return
+        topology = ServiceTopology(args.service)
+        fanout = args.fanout or args.gather
+        if probe(connection, "exchange", topology.request_exchange)[0] == "missing":
+            raise CliError(
+                f"no service {args.service!r} on this broker: no server or client of it ever ran (is the name "
+                "right?); give --wait to send the call anyway and wait for a server until --timeout"
+            )
+        status, waiting, consumers = probe(connection, "queue", topology.default_queue)
+        if fanout and status == "exists":
+            raise CliError(f"{args.service!r} is not a fanout service: call it without --fanout and --gather")
+        if not fanout and status == "missing":
+            raise CliError(f"{args.service!r} is a fanout service: call it with --fanout or --gather")
+        if not fanout and args.routing_key is None and consumers == "0":
+            raise CliError(
+                f"no server of {args.service!r} is running ({waiting} request(s) wait in {topology.default_queue}); "
+                "give --wait to send the call anyway and wait for a server until --timeout"
+            )
+    finally:
+        connection.close()
 
 
 def open_connection(url: str | None) -> Connection:
@@ -171,21 +260,21 @@ def gathered_json(replies: dict[str, Any]) -> dict[str, Any]:
     return {server: {"error": describe(v)} if isinstance(v, BaseException) else v for server, v in replies.items()}
 
 
-def call_once(client: AmqpRpcClient, args: argparse.Namespace, arguments: list[Any]) -> int:
+def call_once(client: AmqpRpcClient, args: argparse.Namespace) -> int:
     """Print the first reply (the only one, unless the service is a fanout service)."""
     options = {"routing_key": args.routing_key} if args.routing_key is not None else {}
-    result = client.call(function_name=args.function, **options)(*arguments, **args.kwargs)
-    print(json.dumps(result))
+    result = client.call(function_name=args.function, **options)(*args.args, **args.kwargs)
+    print(json.dumps(result, ensure_ascii=False))
     return 0
 
 
-def gather(client: AmqpRpcFanoutClient, args: argparse.Namespace, arguments: list[Any]) -> int:
+def gather(client: AmqpRpcFanoutClient, args: argparse.Namespace) -> int:
     """Print every fanout server's reply as ``{server: result}``; exit status 1 if any of them failed."""
     caller = client.gather(timeout=args.timeout, expect=args.expect)
-    replies = caller(function_name=args.function)(*arguments, **args.kwargs)
+    replies = caller(function_name=args.function)(*args.args, **args.kwargs)
     if not replies:
         raise CliError(f"no fanout server of {args.service} replied within {args.timeout} s")
-    print(json.dumps(gathered_json(replies)))
+    print(json.dumps(gathered_json(replies), ensure_ascii=False))
     return EXIT_ERROR_REPLY if any(isinstance(v, BaseException) for v in replies.values()) else 0
 
 
@@ -193,15 +282,14 @@ def cmd_call(args: argparse.Namespace) -> int:
     """Call one function and print its result as JSON."""
     if args.expect is not None and not args.gather:
         raise CliError("--expect goes with --gather")
-    check_broker(args.url)
+    check_service(args)
     options = {"timeout": args.timeout, "url": args.url, "reply_queue_expires": CALL_REPLY_QUEUE_EXPIRES}
-    arguments = [parse_argument(text) for text in args.args]
     fanout = args.fanout or args.gather
     client = (AmqpRpcFanoutClient if fanout else AmqpRpcClient)(args.service, **options)
     try:
         if args.gather and isinstance(client, AmqpRpcFanoutClient):
-            return gather(client, args, arguments)
-        return call_once(client, args, arguments)
+            return gather(client, args)
+        return call_once(client, args)
     except Unroutable:
         if not fanout:
             raise
@@ -346,17 +434,24 @@ examples:
 """
 
 CALL_EPILOG = """\
-Each ARG is parsed as JSON (42, 1.5, true, null, "[1, 2]", '{"a": 1}'); anything that is not JSON is
-passed as a string (hello). Quote a string that looks like JSON: '"42"'. The result is printed as JSON.
+Each ARG is parsed as JSON (42, 1.5, true, null, "[1, 2]", '{"a": 1}'); a word that is not JSON is
+passed as a string (hello). An ARG that starts like JSON but is not ([1, 1e400, NaN, 12ab) is refused:
+quote a string that looks like JSON or a number: '"42"'. The result is printed as JSON.
+
+Before sending, the command checks (creating nothing) that the service exists on the broker, that a server
+runs (unless --routing-key names a per-key queue), and that --fanout/--gather match the kind of service;
+--wait skips these checks and waits for a server until --timeout.
 
 exit status: 0 with the result on stdout; 1 when the function raised ("ErrorType: args" on stderr), ran
 past its time limit, or the service refused the request (e.g. unknown function); 2 when no answer came (no
-server took the call before --timeout, no queue for it, the broker is unreachable).
+such service or no server running, no server took the call before --timeout, no queue for it, the broker
+is unreachable) or on a usage error.
 
 examples:
   amphora call math add 2 3                        # prints 5
   amphora call math greet Ada --kwargs '{"polite": true}'
   amphora call math slow_sum 1 2 --timeout 120
+  amphora call math add 2 3 --wait --timeout 60    # even before a server starts
   amphora call jobs run 7 --routing-key gpu        # to the per-key queue bound with "gpu"
   amphora call workers status --fanout             # broadcast; the first reply
   amphora call workers status --gather --expect 3  # {"server name": result, ...}
@@ -403,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--url", help=f"{URL_HELP}; only for a function (see below)")
     serve.add_argument(
         "--concurrency",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="requests handled at once (default: the server's); only for a function",
     )
@@ -414,13 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("service", help="the service name, as given to AmqpRpcServer")
     call.add_argument("function", help="the function name")
-    call.add_argument("args", nargs="*", metavar="ARG", help="positional arguments, each JSON or a plain string")
+    call.add_argument(
+        "args",
+        nargs="*",
+        default=[],  # with a default, argparse does not list the optional ARG among the missing arguments
+        type=parse_argument,
+        metavar="ARG",
+        help="positional arguments, each JSON or a plain string",
+    )
     call.add_argument(
         "--kwargs", type=parse_kwargs, default={}, metavar="JSON", help="keyword arguments, a JSON object"
     )
     call.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=30.0,
         metavar="S",
         help="seconds to wait for the reply (default: 30); a request no server took by then expires unexecuted",
@@ -432,7 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="broadcast, wait for every server's reply until --timeout, print {server: result}",
     )
-    call.add_argument("--expect", type=int, metavar="N", help="with --gather: stop waiting once N servers replied")
+    call.add_argument(
+        "--expect", type=positive_int, metavar="N", help="with --gather: stop waiting once N servers replied"
+    )
+    call.add_argument(
+        "--wait",
+        action="store_true",
+        help="send the call even if no server of the service runs (or the service is unknown): wait for one",
+    )
     call.add_argument("--url", help=URL_HELP)
     add_log_level(call, "CRITICAL")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,11 @@ class FunctionRegistry:
 
     def get(self, name: str) -> Function | None:
         return self._functions.get(name)
+
+    def did_you_mean(self, name: str) -> str:
+        """``"; did you mean 'add'?"`` for a name close to a registered one, else an empty string."""
+        close = difflib.get_close_matches(name, self._functions, n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def invoke(

@@ -216,7 +216,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         for signum in signals:
             gevent.signal_handler(signum, on_signal, signum)
         self.serve()
-        if on_ready is not None:
+        if on_ready is not None and self._accepting:  # not if a signal stopped it while it connected
             on_ready()
         self.join()
 
@@ -333,7 +333,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
             func_name, args, kwargs = decode_request(serializer, body)
             function = self._functions.get(func_name)
             if function is None:
-                raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}")
+                suggestion = self._functions.did_you_mean(func_name)
+                raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}{suggestion}")
         except (MalformedRequest, BodyRefused) as exc:
             self._refuse(message, str(exc))
             return

@@ -15,7 +15,7 @@ from gevent import subprocess
 
 from amphora import AmqpRpcFanoutServer
 from amphora.amqp import connect
-from amphora.amqp.errors import BrokerUnreachable
+from amphora.amqp.errors import BrokerUnreachable, NotFound
 from amphora.cli import main
 from amphora.testing import free_port
 
@@ -105,7 +105,9 @@ def test_handler_past_its_time_limit_exits_1(capsys, amqp_url, service, make_ser
 
 
 def test_expired_call_exits_2_with_one_line(capsys, amqp_url, service):
-    status, out, err = run_main(capsys, "call", service, "add", "1", "2", "--timeout", "0.3", "--url", amqp_url)
+    status, out, err = run_main(
+        capsys, "call", service, "add", "1", "2", "--timeout", "0.3", "--wait", "--url", amqp_url
+    )
     assert (status, out) == (2, "")
     assert err.startswith("RequestExpired: ") and err.count("\n") == 1
 
@@ -116,8 +118,77 @@ def test_unroutable_call_exits_2(capsys, amqp_url, service, math_server):
 
 
 def test_fanout_call_without_servers_exits_2(capsys, amqp_url, service):
-    status, _, err = run_main(capsys, "call", service, "add", "1", "2", "--fanout", "--url", amqp_url)
+    status, _, err = run_main(capsys, "call", service, "add", "1", "2", "--fanout", "--wait", "--url", amqp_url)
     assert (status, err) == (2, f"Unroutable: no fanout server of {service} is running\n")
+
+
+def test_call_to_an_unknown_service_fails_at_once_and_creates_nothing(capsys, amqp_url, service, connection):
+    status, out, err = run_main(capsys, "call", service, "add", "1", "2", "--url", amqp_url)
+    assert (status, out) == (2, "")
+    assert f"amphora: no service {service!r} on this broker" in err and "--wait" in err
+    channel = connection.channel()
+    with pytest.raises(NotFound):
+        channel.exchange_declare(f"rpc_{service}_request", passive=True)
+
+
+def test_call_with_no_server_running_fails_at_once(capsys, amqp_url, service, make_client):
+    make_client()  # the service's exchanges and request queue exist, but nobody consumes
+    status, _, err = run_main(capsys, "call", service, "add", "1", "2", "--url", amqp_url)
+    assert status == 2
+    assert err.startswith(f"amphora: no server of {service!r} is running (0 request(s) wait in rpc_{service}_request)")
+
+
+def test_fanout_options_on_a_service_that_is_not_fanout_are_refused(capsys, amqp_url, service, math_server):
+    status, _, err = run_main(capsys, "call", service, "add", "1", "2", "--gather", "--url", amqp_url)
+    assert (status, err) == (
+        2,
+        f"amphora: {service!r} is not a fanout service: call it without --fanout and --gather\n",
+    )
+
+
+def test_a_fanout_service_called_without_fanout_is_refused(capsys, amqp_url, service):
+    server = AmqpRpcFanoutServer(service, url=amqp_url)
+    server.serve()
+    try:
+        status, _, err = run_main(capsys, "call", service, "add", "1", "2", "--url", amqp_url)
+    finally:
+        server.stop()
+    assert (status, err) == (2, f"amphora: {service!r} is a fanout service: call it with --fanout or --gather\n")
+
+
+def test_a_mistyped_function_gets_a_suggestion(capsys, amqp_url, service, math_server):
+    status, _, err = run_main(capsys, "call", service, "ad", "1", "2", "--url", amqp_url)
+    assert status == 1 and err.startswith(f"WrongRequest: no function 'ad' in service {service!r}; did you mean 'add'?")
+
+
+def test_results_print_as_utf8_not_escapes(capsys, amqp_url, service, math_server):
+    assert run_main(capsys, "call", service, "echo", "café", "--url", amqp_url) == (0, '[["café"], {}]\n', "")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["[1"], "'[1' looks like JSON but is not"),
+        (["12ab"], "'12ab' looks like JSON but is not"),
+        (["NaN"], "'NaN': NaN is not a JSON number"),
+        (["1e400"], "'1e400': 1e400 is too large for a JSON number"),
+        (["--kwargs", '{"x": Infinity}'], "not valid JSON: Infinity is not a JSON number"),
+        (["--timeout", "-1"], "must be a number of seconds above 0, not -1"),
+        (["--timeout", "0"], "must be a number of seconds above 0, not 0"),
+        (["--gather", "--expect", "0"], "must be at least 1, not 0"),
+    ],
+)
+def test_arguments_are_checked_strictly_before_anything_is_sent(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["call", "math", "f", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_arguments_do_not_include_the_optional_args(capsys):
+    with pytest.raises(SystemExit):
+        main(["call", "math"])
+    assert capsys.readouterr().err.rstrip().endswith("the following arguments are required: function")
 
 
 def test_unreachable_broker_exits_2_without_traceback(capsys):
@@ -242,6 +313,20 @@ def test_serve_runs_a_built_server_with_the_broker_from_the_environment(tmp_path
         process.wait()
 
 
+def test_serve_does_not_announce_a_server_stopped_while_it_connected(make_server):
+    server = make_server()
+    connect = server.serve
+
+    def connect_then_signal() -> None:
+        connect()
+        server.stop()  # what SIGTERM during the connection does
+
+    server.serve = connect_then_signal  # type: ignore[method-assign]
+    announced = []
+    server.serve_forever(signals=(), on_ready=lambda: announced.append(True))
+    assert announced == []
+
+
 def test_serve_refuses_options_a_built_server_cannot_take(capsys, monkeypatch, tmp_path, server_module):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -257,6 +342,7 @@ def test_serve_refuses_options_a_built_server_cannot_take(capsys, monkeypatch, t
         ("no_such_module_xyz:server", "no module named 'no_such_module_xyz'"),
         ("json:nothing", "json has no 'nothing'"),
         ("json:decoder.JSONDecoder", "returned a JSONDecoder, not an AmqpRpcServer"),
+        ("builtins:dict", "builtins:dict is a type: expected an AmqpRpcServer or a function returning one"),
     ],
 )
 def test_serve_explains_a_wrong_target(capsys, target, message):
