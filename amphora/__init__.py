@@ -20,7 +20,7 @@ from .parallel import parallel
 from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
 from .server import AmqpRpcServer
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "AmqpRpcClient",
