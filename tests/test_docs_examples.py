@@ -55,9 +55,11 @@ from typing import Any
 import gevent
 import pytest
 
+import amphora
 from amphora import AmqpRpcClient, AmqpRpcServer
 from amphora.amqp import connect
 from amphora.amqp.errors import NotFound
+from amphora.functions import FunctionRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -371,3 +373,32 @@ def test_cli_help_in_the_docs_is_current(block: Block):
     assert " ".join(block.code.split()) == " ".join(result.stdout.split()), (
         f"{block.page}:{block.line}: the help text differs from the command's; it is now:\n{result.stdout}"
     )
+
+
+class RecordingServer:
+    """Stands in for AmqpRpcServer: records the names functions are registered under, serves nothing."""
+
+    def __init__(self, service: str, **options: Any) -> None:
+        self.functions = FunctionRegistry()
+
+    def add_function(self, *args: Any, **kwargs: Any) -> Any:
+        return self.functions.add(*args, **kwargs)
+
+    def serve(self, nowait: bool = True) -> None:
+        pass
+
+
+def registered_functions(code: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What ``code`` registers on its server: ``{name: the function's code object}``."""
+    monkeypatch.setattr(amphora, "AmqpRpcServer", RecordingServer)
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(code, "<example>", "exec"), namespace)
+    functions = namespace["server"].functions._functions
+    return {name: function.func.__code__.co_code for name, function in functions.items()}
+
+
+def test_the_quickstart_server_is_the_example_math_server(monkeypatch):
+    """Both serve "math": a quickstart server left running must answer everything the demo's client calls."""
+    (quickstart,) = [b for b in parse_page(DOCS / "quickstart.rst") if b.kind == "server" and b.group == "math"]
+    example = (ROOT / "examples" / "math_server.py").read_text()
+    assert registered_functions(quickstart.code, monkeypatch) == registered_functions(example, monkeypatch)
