@@ -68,6 +68,8 @@ from .workers import Workers
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_CONCURRENCY = 65_535
+"""The largest prefetch AMQP can carry (a short unsigned integer), so the most requests a server runs at once."""
 IGNORE_BACKOFF = 1.0
 """Seconds a server waits before handing back a request it ignored (so no redelivery storm)."""
 
@@ -109,6 +111,10 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.topology = ServiceTopology(
             service_name, fanout=self.fanout, max_priority=max_priority, queue_type=queue_type
         )
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(
+                f"concurrency must be from 1 to {MAX_CONCURRENCY} (AMQP's prefetch limit), not {concurrency}"
+            )
         self.concurrency = concurrency
         self.threads = threads
         self.persistent = persistent

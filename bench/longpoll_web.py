@@ -3,9 +3,10 @@
 ``python -m bench.longpoll_web URL SERVICE USERS``
 
 It runs the example's :class:`LongPollApi` without HTTP: one greenlet per user calls ``api.poll(user)`` in a
-loop, so every poll follows the pattern the docs recommend. It prints ``ready`` once every user's request
-queue exists, and on SIGTERM stops polling and prints one JSON line: polls done, how often each message was
-handled, the push -> handler delays and the process's peak resident memory.
+loop, so every poll follows the pattern the docs recommend. It prints ``ready`` once every user's session
+is open (their request queue exists and is consumed), and on SIGTERM stops polling and prints one JSON
+line: polls done, how often each message was handled, the push -> handler delays and the process's peak
+resident memory.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import gevent
 import gevent.pool
 from gevent.event import Event
 
+from amphora import RequestContext
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "longpoll"))
 from api import LongPollApi  # noqa: E402
 
 CREATE_CONCURRENCY = 200
-"""Queues created at once before the polls start (the polls then find them)."""
+"""Users whose first poll runs at once, before the polling starts: the report counts from "ready" on."""
 
 
 class MeasuredApi(LongPollApi):
@@ -37,11 +40,11 @@ class MeasuredApi(LongPollApi):
         self.delays: list[float] = []
         super().__init__("bench", service, poll_timeout=30.0)
 
-    def show_message(self, user: str, text: str) -> str:
+    def show_message(self, context: RequestContext, user: str, text: str) -> str | None:
         message_id, pushed = text.split()
         self.delays.append(time.time() - float(pushed))
         self.handled[message_id] += 1
-        return super().show_message(user, text)
+        return super().show_message(context, user, text)
 
 
 def peak_rss_mib() -> float:
@@ -59,7 +62,7 @@ def main(url: str, service: str, users: int) -> None:
     names = [f"u{i}" for i in range(users)]
     pool = gevent.pool.Pool(CREATE_CONCURRENCY)
     for name in names:
-        pool.spawn(api.server.create_new_request_queue, name, expires=90.0)
+        pool.spawn(api.poll, name, 0)  # the user's first poll, which opens their session (and queue)
     pool.join(raise_error=True)
     polls = 0
     stopping = Event()

@@ -137,14 +137,14 @@ def example_env(amqp_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_api(example_env: dict[str, str], service: str, tmp_path: Path) -> Iterator[Callable[[], Api]]:
+def start_api(example_env: dict[str, str], service: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
     """Starts ``api.py`` processes on free ports (waiting until each serves); all stopped at teardown."""
     started: list[Api] = []
 
-    def start() -> Api:
+    def start(*options: str) -> Api:
         log = tmp_path / f"api{len(started) + 1}.log"
         command = [sys.executable, str(EXAMPLE / "api.py"), "--port", "0", "--service", service]
-        command += ["--poll-timeout", str(POLL_TIMEOUT)]
+        command += ["--poll-timeout", str(POLL_TIMEOUT), *options]
         with open(log, "wb") as stderr:
             process = subprocess.Popen(command, env=example_env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         api = Api(process, "", "", log)
@@ -406,22 +406,31 @@ def test_message_reaches_only_the_page_of_its_user(browser, start_api, core, amq
 @pytest.mark.timeout(60)
 def test_message_sent_between_polls_waits_for_the_next_poll(start_api, core, amqp_url, service):
     api = start_api()
-    queue = f"rpc_{service}_queue_carol"
     first_poll = gevent.spawn(http_get, f"{api.base_url}/poll?user=carol")
     wait_until_polling(amqp_url, service, "carol")
     assert finish(core("carol", "first"))[0] == 0
     assert first_poll.get(timeout=15) == (200, b'{"messages": ["first"]}')
 
-    sending = core("carol", "between polls")  # nobody polls right now: the queue keeps it
-    eventually(lambda: queue_state(amqp_url, queue) == (1, 0), "the message to wait in carol's queue")
+    sending = core("carol", "between polls")  # no poll is open: her session holds it for the next one
     assert http_get(f"{api.base_url}/poll?user=carol") == (200, b'{"messages": ["between polls"]}')
     status, output = finish(sending)
     assert status == 0 and api.name in output, output
 
-    # Her queue outlives her polls: a message nobody takes in time expires unread, and Core says so.
-    status, output = finish(core("carol", "too late", "--timeout", "1"))
-    assert status == 2 and "expired unread" in output, output
-    assert queue_state(amqp_url, queue) == (0, 0)
+    # No poll of hers takes a message before its call's deadline: Core hears "not delivered", at once.
+    started = time.monotonic()
+    status, output = finish(core("carol", "too late", "--timeout", "2"))
+    assert status == 2 and output.startswith("Not delivered: 'carol' has a session"), output
+    assert time.monotonic() - started < 10
+    assert http_get(f"{api.base_url}/poll?user=carol", timeout=POLL_TIMEOUT + 5) == (200, b'{"messages": []}')
+
+
+@pytest.mark.timeout(60)
+def test_a_session_ends_when_its_user_stops_polling(start_api, amqp_url, service):
+    api = start_api("--session-idle", "1")
+    queue = f"rpc_{service}_queue_erin"
+    assert http_get(f"{api.base_url}/poll?user=erin", timeout=POLL_TIMEOUT + 5) == (200, b'{"messages": []}')
+    # one queue and one consumer for the whole session, not one per poll; gone once she stopped polling
+    eventually(lambda: queue_state(amqp_url, queue) == (0, 0), "erin's session to end")
 
 
 @pytest.mark.timeout(60)

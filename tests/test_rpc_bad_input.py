@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from amphora import AmqpRpcClient
+from amphora import AmqpRpcClient, AmqpRpcServer
 from amphora.amqp import Properties, connect
 from amphora.amqp.errors import AuthenticationError
 from helpers import wait_until
@@ -78,3 +78,9 @@ def test_passwords_never_reach_logs_or_reprs(amqp_url, caplog, service):
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert secret not in caplog.text
     assert "guest:***@" in caplog.text or "ACCESS_REFUSED" in str(info.value)
+
+
+@pytest.mark.parametrize("concurrency", [0, 65_536])
+def test_a_concurrency_amqp_cannot_carry_is_refused_at_construction(concurrency):
+    with pytest.raises(ValueError, match=f"concurrency must be from 1 to 65535 .* not {concurrency}"):
+        AmqpRpcServer("svc", url="amqp://guest:guest@127.0.0.1:1/", concurrency=concurrency)

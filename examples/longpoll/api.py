@@ -4,11 +4,13 @@ Run several, each on its own port, against the same broker (``$AMQP_URL``)::
 
     python examples/longpoll/api.py --port 8001
 
-``GET /?user=NAME`` is the user's page; its script long-polls ``GET /poll?user=NAME``. Each poll makes sure
-the user's request queue exists, then lets this process's RPC server take one request from it
-(``receive_from_queue(user, max_calls=1, timeout=...)``): Core's ``show_message(user, text)`` call, routed
-by user, runs here and leaves the text in the user's mailbox, which the poll returns. A message sent
-between two polls waits in the (durable) queue until the next poll takes it.
+``GET /?user=NAME`` is the user's page; its script long-polls ``GET /poll?user=NAME``. A user's first poll
+opens a *session* on this process: it makes sure the user's request queue exists and starts one receiver
+on it (``receive_from_queue(user, block=False)``), which stays until the user has not polled for a while.
+Core's ``show_message(user, text)`` calls, routed by user, run here: each hands its text to the user's next
+poll and returns this process's name once a poll has taken it, or ``None`` if no poll came before the
+call's deadline. So a poll costs the broker nothing, and a reply that names this process means the text
+went out in a poll's response. Messages sent while no session is open wait in the user's (durable) queue.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import json
 import logging
 import re
 import signal
-from collections import defaultdict, deque
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,11 +31,18 @@ import gevent
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
-from amphora import AmqpRpcServer
+from amphora import AmqpRpcServer, RequestContext
+from amphora.receiver import QueueReceiver
 
 DEFAULT_SERVICE = "messages"
 USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """Allowed user names: a name becomes part of a queue name and is the routing key of its messages."""
+DEADLINE_HEADER = "x-amphora-deadline"
+"""Unix time in milliseconds at which Core stops waiting for the reply (docs/protocol.rst)."""
+REPLY_MARGIN = 0.5
+"""Seconds before the call's deadline at which a message no poll took is answered "not shown"."""
+MAX_WAITING_MESSAGES = 50_000
+"""Messages this process may hold at once, waiting for their users' polls (the server's concurrency)."""
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -73,54 +83,138 @@ pollForever();
 """
 
 
-class Mailboxes:
-    """Messages the RPC handler took for each user, until that user's poll picks them up."""
+class Offer:
+    """A text a ``show_message`` request offers to its user's next poll."""
+
+    __slots__ = ("answered", "shown", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.shown = False
+        self.answered = Event()  # set once a poll took it, or its session ended
+
+    def settle(self, shown: bool) -> None:
+        self.shown = shown
+        self.answered.set()
+
+
+class Session:
+    """One user's long polling on this process: the receiver taking their requests, and the texts those
+    requests offer, waiting for a poll."""
 
     def __init__(self) -> None:
-        self._boxes: defaultdict[str, deque[str]] = defaultdict(deque)
+        self.receiver: QueueReceiver | None = None
+        self.offers: deque[Offer] = deque()
+        self.arrived = Event()
+        self.polls = 0  # polls in progress
+        self.last_poll = time.monotonic()
+        self.ended = False
 
-    def put(self, user: str, text: str) -> None:
-        self._boxes[user].append(text)
+    def offer(self, text: str, until: float) -> bool:
+        """Offer ``text`` to the next poll: True once one took it, False if none did by ``until`` (monotonic)."""
+        offer = Offer(text)
+        self.offers.append(offer)
+        self.arrived.set()
+        if not offer.answered.wait(max(0.0, until - time.monotonic())):
+            self.offers.remove(offer)  # no poll came: withdraw it (one greenlet runs at a time, so it is there)
+        return offer.shown
 
-    def take_all(self, user: str) -> list[str]:
-        box = self._boxes.pop(user, None)
-        return list(box) if box else []
+    def take(self, timeout: float) -> list[str]:
+        """The texts offered, waiting up to ``timeout`` seconds for the first; [] if none came."""
+        deadline = time.monotonic() + timeout
+        while not self.offers and not self.ended:
+            self.arrived.clear()
+            if not self.arrived.wait(max(0.0, deadline - time.monotonic())):
+                break
+        texts = []
+        while self.offers:
+            offer = self.offers.popleft()
+            offer.settle(shown=True)
+            texts.append(offer.text)
+        return texts
+
+    def end(self) -> None:
+        """Take no more requests; the texts still offered are answered "not shown" at once."""
+        self.ended = True
+        if self.receiver is not None:
+            self.receiver.stop()
+        while self.offers:
+            self.offers.popleft().settle(shown=False)
+        self.arrived.set()
 
 
 class LongPollApi:
-    """The WSGI application of one API process, with its RPC server and the mailboxes it fills."""
+    """The WSGI application of one API process: its RPC server and the users' sessions."""
 
-    def __init__(self, name: str, service: str = DEFAULT_SERVICE, poll_timeout: float = 20.0) -> None:
+    def __init__(
+        self, name: str, service: str = DEFAULT_SERVICE, poll_timeout: float = 20.0, session_idle: float | None = None
+    ) -> None:
         self.name = name
         self.poll_timeout = poll_timeout
-        self.mailboxes = Mailboxes()
+        self.session_idle = 2 * poll_timeout if session_idle is None else session_idle
+        self.sessions: dict[str, Session] = {}
         # It serves only the per-key queues of the users it polls for, never the service's default queue.
-        self.server = AmqpRpcServer(service, consume_default_queue=False)
-        self.server.add_function(self.show_message, name="show_message")
+        self.server = AmqpRpcServer(service, consume_default_queue=False, concurrency=MAX_WAITING_MESSAGES)
+        self.server.add_function(self.show_message, name="show_message", context=True)
         self.server.serve()
+        self._reaper = gevent.spawn(self._end_idle_sessions)
 
-    def show_message(self, user: str, text: str) -> str:
-        """RPC from Core: keep ``text`` for ``user``'s poll; the reply names the API server that took it."""
-        self.mailboxes.put(user, text)
+    def show_message(self, context: RequestContext, user: str, text: str) -> str | None:
+        """RPC from Core: hand ``text`` to ``user``'s next poll. Returns this API server's name once a poll took
+        it, None if no poll did before the call's deadline (or the session ended first)."""
+        session = self.sessions.get(user)
+        deadline = context.headers.get(DEADLINE_HEADER)
+        if isinstance(deadline, int):
+            until = time.monotonic() + deadline / 1000 - time.time() - REPLY_MARGIN
+        else:
+            until = time.monotonic() + self.poll_timeout
+        if session is None or session.ended or not session.offer(text, until):
+            return None
         return self.name
 
-    def poll(self, user: str) -> list[str]:
-        """Wait up to ``poll_timeout`` seconds for messages to ``user``; an empty list if none came."""
-        waiting = self.mailboxes.take_all(user)  # taken earlier, e.g. for a poll whose browser went away
-        if waiting:
-            return waiting
-        # harmless if it exists (it keeps what waits in it); gone once nobody polled for a while
-        self.server.create_new_request_queue(user, expires=max(60.0, 3 * self.poll_timeout))
+    def poll(self, user: str, timeout: float | None = None) -> list[str]:
+        """Wait up to ``timeout`` seconds (``poll_timeout`` by default) for messages to ``user``; an empty list
+        if none came."""
+        session = self._session(user)
+        session.polls += 1
         try:
-            self.server.receive_from_queue(user, max_calls=1, timeout=self.poll_timeout)
-        except gevent.Timeout:
-            pass  # nothing for this user: the page polls again
-        except ValueError:
-            pass  # the queue was removed meanwhile: the next poll creates it again
-        return self.mailboxes.take_all(user)
+            return session.take(self.poll_timeout if timeout is None else timeout)
+        finally:
+            session.polls -= 1
+            session.last_poll = time.monotonic()
+
+    def _session(self, user: str) -> Session:
+        """The user's session, opened now if there is none: their queue made, a receiver started on it."""
+        session = self.sessions.get(user)
+        if session is not None:
+            return session
+        session = self.sessions[user] = Session()
+        try:
+            # gone once nobody polled for a while (and no session consumes it)
+            self.server.create_new_request_queue(user, expires=max(60.0, 3 * self.poll_timeout))
+            session.receiver = self.server.receive_from_queue(user, block=False)
+        except BaseException:
+            self.sessions.pop(user, None)
+            session.end()
+            raise
+        return session
+
+    def _end_idle_sessions(self) -> None:
+        """End the sessions of users who have not polled for ``session_idle`` seconds (their page is gone)."""
+        while True:
+            gevent.sleep(max(0.1, self.session_idle / 4))
+            idle_since = time.monotonic() - self.session_idle
+            for user, session in list(self.sessions.items()):
+                if not session.polls and session.last_poll < idle_since:
+                    del self.sessions[user]
+                    session.end()
 
     def stop(self) -> None:
-        """End the polls in progress (they answer empty) and disconnect from the broker."""
+        """End the sessions (polls in progress answer empty) and disconnect from the broker."""
+        self._reaper.kill()
+        for session in self.sessions.values():
+            session.end()
+        self.sessions.clear()
         self.server.stop()
 
     # --- WSGI ----------------------------------------------------------------------------------
@@ -150,13 +244,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001, help="port to listen on; 0 picks a free one")
     parser.add_argument("--service", default=DEFAULT_SERVICE, help="amphora service name (default messages)")
     parser.add_argument("--poll-timeout", type=float, default=20.0, help="seconds a poll waits (default 20)")
+    parser.add_argument(
+        "--session-idle",
+        type=float,
+        help="seconds without a poll after which a user's session ends (default: twice the poll timeout)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     http = WSGIServer((args.host, args.port), application=None, log=None)
     http.init_socket()  # bound now: with --port 0 the API's name has the real port
     host, port = http.address[:2]
-    http.application = api = LongPollApi(f"{host}:{port}", args.service, args.poll_timeout)
+    http.application = api = LongPollApi(f"{host}:{port}", args.service, args.poll_timeout, args.session_idle)
     http.start()
     print(f"API server {api.name} serving http://{host}:{port}/?user=NAME (service {args.service})", flush=True)
 

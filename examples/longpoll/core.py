@@ -5,7 +5,8 @@
 Core does not know which API server Alice's page polls: it calls ``show_message(user, text)`` with the
 user as routing key (``tune_function``), so the request lands in Alice's own request queue, and the API
 server polling for her takes it. Exit status: 0 delivered, 1 nobody polls for the user (Unroutable),
-2 the user's queue exists but nobody took the message in time (it expired unread), 3 no answer at all.
+2 not delivered in time (the user's queue exists, but no poll of theirs took the message before the
+timeout: it expired unread, or their session answered "not shown"), 3 no answer at all.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def user_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 def send(user: str, text: str, service: str = DEFAULT_SERVICE, timeout: float = 10.0) -> tuple[int, str]:
     """Send ``text`` to ``user``'s page; returns the exit status and what happened, in words."""
     # A one-shot client: its reply queue outlives it by reply_queue_expires, so keep that short.
-    client = AmqpRpcClient(service, timeout=timeout, reply_queue_expires=max(30.0, 2 * timeout))
+    # Transient messages: each goes to its user's own queue, where persisting it costs the broker a disk write
+    # per queue (docs/longpolling.rst); if the broker restarts meanwhile, the call ends in NoResult, not silence.
+    client = AmqpRpcClient(service, timeout=timeout, reply_queue_expires=max(30.0, 2 * timeout), persistent=False)
     client.tune_function("show_message", user_of)
     try:
         api = client.call.show_message(user, text)
@@ -48,6 +51,11 @@ def send(user: str, text: str, service: str = DEFAULT_SERVICE, timeout: float = 
         return 3, f"No answer within {timeout:g} s: the message to {user!r} may or may not have been shown."
     finally:
         client.stop()
+    if api is None:
+        return 2, (
+            f"Not delivered: {user!r} has a session on an API server, but no poll of theirs took the message "
+            f"within {timeout:g} s (their page is closed or offline)."
+        )
     return 0, f"Delivered to {user!r}: the API server {api} handed it to their page."
 
 
