@@ -366,6 +366,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
             timestamp=int(now),  # type: ignore[arg-type]
             headers=all_headers,
         )
+        if headers or len(routing_key) > 63:  # the rest is amphora's own, and always fits
+            self._outbox.check(routing_key, properties)
 
         self._outbox.publish(
             self.topology.request_exchange,
