@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 
+import gevent
 import pytest
 
-from amphora.amqp import frames
+from amphora import NoResult, RequestExpired, RequestMayHaveRun
+from amphora.amqp import Properties, connect, frames
 from amphora.amqp.errors import ConnectionClosed
+from amphora.protocol import HEADER_CLIENT, HEADER_DEADLINE
+from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,3 +54,66 @@ def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_cl
     assert [result.get(timeout=20) for result in others] == list(range(20))
     assert client.call(timeout=10).echo("after") == "after"
     assert client._outbox.flush(timeout=5)
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_run(
+    amqp_url, start_server, make_client, execution_log, queue_type
+):
+    server = start_server(amqp_url, "--queue-type", queue_type)
+    client = make_client(queue_type=queue_type)
+    result = client.defer(timeout=3).slow(60, "once")
+    wait_until(lambda: executions(execution_log))
+    server.kill()  # mid-handler: the broker puts the request back, where it expires, no other server running
+    with pytest.raises(NoResult) as info:
+        result.get(timeout=10)
+    assert isinstance(info.value, RequestMayHaveRun), repr(info.value)
+    assert [e[1:] for e in executions(execution_log)] == [("slow", "once")]
+
+
+def test_a_request_a_server_received_past_its_deadline_never_ran_and_says_so(
+    amqp_url, start_server, make_client, execution_log, tmp_path
+):
+    start_server(amqp_url, "--concurrency", "2")
+    client = make_client()
+    release = tmp_path / "release"
+    blocked = client.defer(timeout=30).block(str(release))
+    wait_until(lambda: executions(execution_log))
+    late = client.defer(timeout=2).add(1, 2)  # delivered to the blocked server, which reads it only when freed
+    gevent.sleep(2.1)  # past its deadline: nothing to wait for but time
+    release.touch()
+    with pytest.raises(RequestExpired, match="never ran"):
+        late.get(timeout=5)
+    assert blocked.get(timeout=10) is None
+    assert [e[1] for e in executions(execution_log)] == ["block"]
+
+
+def test_a_redelivered_request_past_its_deadline_is_not_sent_back_as_never_run(
+    make_server, make_client, amqp_url, service
+):
+    caller, other = make_client(), make_client()
+    caller.stop_consumer()  # its reply queue keeps whatever comes back
+    request = Properties(
+        message_id="late",
+        reply_to=caller.uuid,
+        content_type="application/json",
+        headers={HEADER_DEADLINE: int(time.time() * 1000) - 1000, HEADER_CLIENT: caller.uuid},
+    )
+    body = caller.serializer.dumps({"func": "record", "args": ["late"], "kwargs": {}})
+    taker = connect(amqp_url)
+    channel = taker.channel()
+    channel.confirm_select()
+    channel.basic_publish(body, f"rpc_{service}_request", "", request).wait()
+    taken = []
+    channel.basic_consume(f"rpc_{service}_request", taken.append)
+    wait_until(lambda: taken)
+    taker.close()  # as a server that died with it: the broker puts it back, marked redelivered
+    server = make_server(concurrency=1)
+    runs = []
+    server.add_function(lambda tag: runs.append(tag), name="record")
+    server.serve()
+    other.call(timeout=10).record("after")  # served after the late one, which it dropped
+    assert runs == ["after"]
+    queues = connect(amqp_url).channel()
+    assert queues.queue_declare(caller.reply_queue, passive=True).message_count == 0
+    assert queues.queue_declare(f"rpc_{service}_request", passive=True).message_count == 0
