@@ -8,7 +8,7 @@ import time
 import gevent
 import pytest
 
-from amphora import NoResult, RequestExpired, RequestMayHaveRun
+from amphora import AmqpRpcClient, NoResult, RequestExpired, RequestMayHaveRun
 from amphora.amqp import Properties, connect, frames
 from amphora.amqp.errors import ConnectionClosed
 from amphora.protocol import HEADER_CLIENT, HEADER_DEADLINE
@@ -41,6 +41,13 @@ def test_a_header_that_cannot_fit_a_frame_fails_its_call_at_once(echo_client):
     assert time.monotonic() - started < 1
     assert len(client._outbox) == 0 and len(client._pending) == 0
     assert client.call(timeout=10).echo("after") == "after"
+
+
+def test_a_header_too_large_for_the_configured_frame_size_fails_before_connecting(amqp_url, service):
+    client = AmqpRpcClient(service, url=f"{amqp_url}?frame_max=8192", autostart=False)  # judged by the URL's
+    with pytest.raises(ValueError, match="frame_max 8192"):
+        client.defer(headers={"big": "h" * 8192}).echo("hi")
+    assert len(client._outbox) == 0 and len(client._pending) == 0
 
 
 def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_client, monkeypatch):
