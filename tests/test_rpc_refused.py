@@ -63,6 +63,21 @@ def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_cl
     assert client._outbox.flush(timeout=5)
 
 
+def test_a_reply_whose_headers_cannot_fit_a_frame_is_dropped_and_the_server_serves_on(make_server, make_client):
+    server = make_server()
+
+    @server.add_function(context=True)
+    def big_reply(ctx):
+        ctx.reply_headers["big"] = "h" * 200_000
+
+    server.add_function(lambda text: text, name="echo")
+    server.serve()
+    client = make_client()
+    with pytest.raises(NoResult):
+        client.call(timeout=1).big_reply()
+    assert client.call(timeout=10).echo("after") == "after"
+
+
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_run(
     amqp_url, start_server, make_client, execution_log, queue_type
