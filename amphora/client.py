@@ -366,7 +366,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             timestamp=int(now),  # type: ignore[arg-type]
             headers=all_headers,
         )
-        if headers or len(routing_key) > 63:  # the rest is amphora's own, and always fits
+        if headers or len(routing_key) > 63:  # else all is amphora's own and small (63 characters: <= 252 bytes)
             self._outbox.check(routing_key, properties)
 
         self._outbox.publish(

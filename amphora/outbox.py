@@ -9,8 +9,8 @@ A nacked message is published again after a short pause, on a new connection. A 
 leaves with that error. One the broker refuses by closing the channel (no write permission, no such
 exchange, over its ``max_message_size``) or the connection (a frame error: see :meth:`Outbox.check` for what
 is refused before that) is found by publishing one at a time after the refusal, and leaves with that error
-when the broker refuses it a second time. A full outbox
-(``limit`` messages) makes ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
+when the broker refuses it a second time. A full outbox (``limit`` messages) makes ``publish`` wait
+(backpressure), or raise :class:`OutboxFull` if asked.
 """
 
 from __future__ import annotations

@@ -221,7 +221,7 @@ def check_publishable(routing_key: str, properties: Properties, frame_max: int) 
     """Raise ValueError (or TypeError, for a header value AMQP cannot carry) for a message the broker could
     never take: a routing key over 255 bytes, or properties that do not fit in one frame of ``frame_max``
     bytes (0: unknown, not checked)."""
-    if len(routing_key) * 4 > SHORTSTR_MAX and len(routing_key.encode()) > SHORTSTR_MAX:
+    if len(routing_key) * 4 > SHORTSTR_MAX and len(routing_key.encode()) > SHORTSTR_MAX:  # <= 4 bytes a character
         raise ValueError(f"routing key {routing_key[:20]!r}... is longer than {SHORTSTR_MAX} bytes")
     check_content_header(len(encode_properties(properties)), frame_max)
 
