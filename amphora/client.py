@@ -366,6 +366,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
             timestamp=int(now),  # type: ignore[arg-type]
             headers=all_headers,
         )
+        if headers or len(routing_key) > 63:  # else all is amphora's own and small (63 characters: <= 252 bytes)
+            self._outbox.check(routing_key, properties)
 
         self._outbox.publish(
             self.topology.request_exchange,
@@ -387,17 +389,14 @@ class AmqpRpcClient(PubSub, RequestQueues):
     # --- replies (reader greenlet) -------------------------------------------------------------
 
     def _on_reply(self, message: Message) -> None:
-        """A reply from the service's reply exchange, or one of our requests dead-lettered back unexecuted;
+        """A reply from the service's reply exchange, or one of our requests dead-lettered back unanswered;
         anything else in the reply queue (published there by someone else) is dropped."""
         properties = message.properties
         headers = properties.headers or {}
         if message.exchange == self.topology.dead_exchange and isinstance(headers.get("x-death"), list):
             request_id = properties.message_id or ""
             pending = self._pending.get(request_id)
-            deaths = headers["x-death"]
-            first = deaths[0] if deaths and isinstance(deaths[0], dict) else {}  # type: ignore[index]
-            reason = first.get("reason", "expired")
-            if pending is not None and pending.expired(str(reason)):
+            if pending is not None and pending.expired(headers):
                 self._pending.pop(request_id)
         elif message.exchange == self.topology.response_exchange:
             request_id = properties.correlation_id or ""

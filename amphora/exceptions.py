@@ -42,11 +42,18 @@ class WrongResult(AmphoraError):
 
 
 class NoResult(AmphoraError):
-    """No result came within the call's timeout."""
+    """No result came within the call's timeout: the request may have run, or may not."""
 
 
 class RequestExpired(NoResult):
-    """No server took the request before its deadline: the broker expired it unexecuted."""
+    """The request never ran: a server received it after its deadline, on its first delivery, and dropped it
+    unrun (it came back dead-lettered, reason ``rejected``). Calling again cannot run it twice."""
+
+
+class RequestMayHaveRun(NoResult):
+    """The request came back dead-lettered unanswered (the broker expired it in its queue, or it went over a
+    queue limit), but it may have been delivered to a server before, which may have run it: the broker's
+    dead-lettered copy does not tell. Most often no server took it at all."""
 
 
 class Unroutable(AmphoraError):

@@ -161,6 +161,15 @@ class Link:
         """The longest connection timeout among the link's URLs."""
         return max(p.connection_timeout for p in self._parameters)
 
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the broker takes: negotiated on the current connection; when not connected, the
+        smallest configured (the broker may lower it when connecting); 0 if unknown."""
+        connection = self.connection
+        if connection is not None and connection.is_open:
+            return connection.frame_max
+        return 0 if any(not p.frame_max for p in self._parameters) else min(p.frame_max for p in self._parameters)
+
     def _live_channel(self) -> Channel | None:
         channel = self.channel
         return channel if self.ready.is_set() and channel is not None and channel.is_open else None

@@ -7,8 +7,10 @@ on the new connection is published again, in order, before any new one.
 
 A nacked message is published again after a short pause, on a new connection. A returned (unroutable) one
 leaves with that error. One the broker refuses by closing the channel (no write permission, no such
-exchange) is found by publishing one at a time after the refusal, and leaves with that error. A full outbox
-(``limit`` messages) makes ``publish`` wait (backpressure), or raise :class:`OutboxFull` if asked.
+exchange, over its ``max_message_size``) or the connection (a frame error: see :meth:`Outbox.check` for what
+is refused before that) is found by publishing one at a time after the refusal, and leaves with that error
+when the broker refuses it a second time. A full outbox (``limit`` messages) makes ``publish`` wait
+(backpressure), or raise :class:`OutboxFull` if asked.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import gevent
 from gevent.event import Event
 
 from .amqp import Channel, Confirmation, Properties
-from .amqp.errors import AMQPError, ChannelClosed, MessageNacked, MessageReturned
+from .amqp.errors import AMQPError, ChannelClosed, ConnectionClosed, MessageNacked, MessageReturned
+from .amqp.frames import check_publishable
 from .exceptions import OutboxFull
-from .link import Link
+from .link import PERMANENT_CLOSE_CODES, Link
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,13 @@ class Outbox:
             self._wake_pump()
         return envelope
 
+    def check(self, routing_key: str, properties: Properties) -> None:
+        """Raise ValueError for a message the broker could never take (see
+        :func:`amphora.amqp.frames.check_publishable`), judged by the link's frame size: the negotiated one,
+        or before connecting the configured one (a broker with a smaller one fails the message when it is
+        published, before any of it is sent)."""
+        check_publishable(routing_key, properties, self._link.frame_max)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message is confirmed; False if ``timeout`` passed first."""
         self._flushing += 1
@@ -213,10 +223,11 @@ class Outbox:
                 log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
                 self._nack_reset_for = generation
                 gevent.spawn_later(NACK_BACKOFF, self._reset_after_nack, generation)
-        elif isinstance(error, ChannelClosed):
-            # The broker refused a publish (no write permission, no such exchange) and closed the channel:
-            # every message in flight got the error. To find the refused one, the next connections publish
-            # one message at a time; the one in flight when it happens again is it, and fails.
+        elif _refusal(error):
+            # The broker refused a publish (no write permission, no such exchange, too large) and closed the
+            # channel, or the connection (a frame it cannot take): every message in flight got the error. To
+            # find the refused one, the next connections publish one message at a time; the one in flight
+            # when it happens again is it, and fails.
             if self._careful_from is not None and generation >= self._careful_from:
                 log.warning("the broker refuses a message to %r: %s", envelope.exchange, error)
                 self._finish(envelope, error)
@@ -257,3 +268,11 @@ class Outbox:
         if self._unsent:
             log.info("publishing %d unconfirmed messages again", len(self._unsent))
             self._wake_pump()
+
+
+def _refusal(error: BaseException | None) -> bool:
+    """Whether the broker closed the channel, or the connection for a reason reconnecting does not fix (a
+    frame error, a syntax error...), while a message was in flight: that message may be the cause."""
+    return isinstance(error, ChannelClosed) or (
+        isinstance(error, ConnectionClosed) and error.code in PERMANENT_CLOSE_CODES
+    )

@@ -330,7 +330,10 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 raise MalformedRequest("a request needs a message_id, and a reply_to unless it is a cast")
             if _expired(headers):
                 self._running.pop(request_id, None)
-                settle_quietly(message.reject, False)  # dead-lettered back to its caller as expired
+                if message.redelivered:  # it may have run before: dropped, its caller ends with NoResult
+                    settle_quietly(message.ack)
+                else:  # dead-lettered back to its caller: it never ran
+                    settle_quietly(message.reject, False)
                 return
             serializer = serializer_for(properties.content_type, self.serializer)
             if serializer is None:

@@ -1,15 +1,17 @@
 """A server in its own process, for tests that kill servers.
 
-``python rpc_process.py SERVICE URL LOG [--concurrency N] [--fanout] [--name NAME] [--ignore]``
+``python rpc_process.py SERVICE URL LOG [--concurrency N] [--fanout] [--name NAME] [--ignore] [--queue-type T]``
 
 Every execution is appended to LOG as ``pid function argument`` so tests can count executions. It prints
 ``ready`` once serving and stops gracefully on SIGTERM. ``--ignore`` makes ``maybe`` raise IgnoreRequest.
+``block`` blocks the whole process (the hub too) until a file exists, as a handler that never yields would.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import gevent
 
@@ -25,9 +27,16 @@ def main() -> None:
     parser.add_argument("--fanout", action="store_true")
     parser.add_argument("--name")
     parser.add_argument("--ignore", action="store_true")
+    parser.add_argument("--queue-type", default="classic")
     options = parser.parse_args()
     server_class = AmqpRpcFanoutServer if options.fanout else AmqpRpcServer
-    server = server_class(options.service, url=options.url, concurrency=options.concurrency, name=options.name)
+    server = server_class(
+        options.service,
+        url=options.url,
+        concurrency=options.concurrency,
+        name=options.name,
+        queue_type=options.queue_type,
+    )
     log = open(options.log, "a", buffering=1)  # noqa: SIM115 - open until the process ends
 
     def record(function: str, argument: object) -> None:
@@ -43,6 +52,12 @@ def main() -> None:
         record("slow", tag)
         gevent.sleep(seconds)
         return tag
+
+    @server.add_function
+    def block(path):
+        record("block", path)
+        while not os.path.exists(path):
+            time.sleep(0.01)
 
     @server.add_function
     def maybe(tag):

@@ -48,6 +48,21 @@ def test_every_body_frame_fits_frame_max():
     assert all(len(p) <= 4096 - frames.FRAME_OVERHEAD for _, t, p in decoded if t == frames.FRAME_BODY)
 
 
+def test_a_content_header_over_frame_max_is_refused_and_one_that_fits_is_not():
+    method = frames.method_frame(1, commands.Basic.Publish(exchange="ex", routing_key="rk"))
+
+    def header_of(size: int) -> Properties:  # properties that encode to exactly ``size`` bytes
+        return Properties(headers={"h": "x" * (size - 2 - 4 - 1 - 1 - 1 - 4)})
+
+    fitting = header_of(4096 - frames.HEADER_FRAME_OVERHEAD)
+    assert len(b"".join(frames.content_frames(1, method, b"body", fitting, 4096))) > 4096
+    with pytest.raises(ValueError, match="frame_max 4096"):
+        frames.content_frames(1, method, b"body", header_of(4096 - frames.HEADER_FRAME_OVERHEAD + 1), 4096)
+    with pytest.raises(ValueError, match="routing key"):
+        frames.check_publishable("k" * 256, Properties(), 4096)
+    frames.check_publishable("é" * 127, fitting, 4096)
+
+
 def test_oversized_length_is_refused_before_allocating():
     reader = frames.FrameReader(4096)
     with pytest.raises(ProtocolError, match="exceeds frame_max"):

@@ -109,7 +109,7 @@ def test_expired_call_exits_2_with_one_line(capsys, amqp_url, service):
         capsys, "call", service, "add", "1", "2", "--timeout", "0.3", "--wait", "--url", amqp_url
     )
     assert (status, out) == (2, "")
-    assert err.startswith("RequestExpired: ") and err.count("\n") == 1
+    assert err.startswith("RequestMayHaveRun: ") and err.count("\n") == 1
 
 
 def test_unroutable_call_exits_2(capsys, amqp_url, service, math_server):

@@ -36,6 +36,9 @@ _ACK_INDEX = commands.Basic.Ack.index
 BASIC_CLASS = 60
 _END = bytes([FRAME_END])
 _JOINED_BODY_MAX = MIN_FRAME_MAX - FRAME_OVERHEAD  # a body up to this size is copied into its message's buffer
+HEADER_FRAME_OVERHEAD = FRAME_OVERHEAD + _HEADER_HEAD.size
+"""Bytes of a content header frame besides the properties."""
+SHORTSTR_MAX = 255
 
 
 class ContentHeader(NamedTuple):
@@ -203,12 +206,34 @@ def ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     return _ACK_FRAME.pack(FRAME_METHOD, channel, 13, _ACK_INDEX, delivery_tag, multiple, FRAME_END)
 
 
+def check_content_header(properties_size: int, frame_max: int) -> None:
+    """Raise ValueError if properties of ``properties_size`` bytes do not fit in one content header frame:
+    unlike a body, a header cannot be split, and the broker closes the connection on a frame over
+    ``frame_max`` (FRAME_ERROR)."""
+    if frame_max and properties_size + HEADER_FRAME_OVERHEAD > frame_max:
+        raise ValueError(
+            f"the message's properties and headers take {properties_size} bytes, more than the"
+            f" {frame_max - HEADER_FRAME_OVERHEAD} that fit in one frame (frame_max {frame_max})"
+        )
+
+
+def check_publishable(routing_key: str, properties: Properties, frame_max: int) -> None:
+    """Raise ValueError (or TypeError, for a header value AMQP cannot carry) for a message the broker could
+    never take: a routing key over 255 bytes, or properties that do not fit in one frame of ``frame_max``
+    bytes (0: unknown, not checked)."""
+    if len(routing_key) * 4 > SHORTSTR_MAX and len(routing_key.encode()) > SHORTSTR_MAX:  # <= 4 bytes a character
+        raise ValueError(f"routing key {routing_key[:20]!r}... is longer than {SHORTSTR_MAX} bytes")
+    check_content_header(len(encode_properties(properties)), frame_max)
+
+
 def content_frames(
     channel: int, method_bytes: bytes, body: bytes, properties: Properties, frame_max: int
 ) -> list[Buffer]:
     """The frames of one message, to be written in order: its already marshalled method frame, header, and
-    body split to fit. A small message is one buffer; the body of a larger one is referenced, not copied."""
+    body split to fit. A small message is one buffer; the body of a larger one is referenced, not copied.
+    Raises ValueError, before anything is sent, if the properties do not fit in one frame."""
     properties_bytes = encode_properties(properties)
+    check_content_header(len(properties_bytes), frame_max)
     size = len(body)
     small = [  # the small buffers up to the next body piece, joined into one
         method_bytes,

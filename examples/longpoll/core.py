@@ -5,8 +5,9 @@
 Core does not know which API server Alice's page polls: it calls ``show_message(user, text)`` with the
 user as routing key (``tune_function``), so the request lands in Alice's own request queue, and the API
 server polling for her takes it. Exit status: 0 delivered, 1 nobody polls for the user (Unroutable),
-2 not delivered in time (the user's queue exists, but no poll of theirs took the message before the
-timeout: it expired unread, or their session answered "not shown"), 3 no answer at all.
+2 not delivered in time (no poll of the user took the message before the timeout: their session answered
+"not shown", or it expired unread in their queue, unless an API server took it and died before answering:
+RabbitMQ cannot tell), 3 no answer at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import sys
 from typing import Any
 
-from amphora import AmqpRpcClient, NoResult, RequestExpired, Unroutable
+from amphora import AmqpRpcClient, NoResult, RequestExpired, RequestMayHaveRun, Unroutable
 
 DEFAULT_SERVICE = "messages"
 USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -42,10 +43,11 @@ def send(user: str, text: str, service: str = DEFAULT_SERVICE, timeout: float = 
             f"Unroutable: nobody polls for {user!r}. No API server has a request queue for this user "
             "(they never opened their page, or their queue was removed), so the message was not sent."
         )
-    except RequestExpired:
+    except (RequestExpired, RequestMayHaveRun) as exc:
+        unless = "" if isinstance(exc, RequestExpired) else " (unless an API server took it and died before answering)"
         return 2, (
             f"Not delivered: {user!r} has a request queue, but no API server took the message within "
-            f"{timeout:g} s ({user!r} is not polling now); it expired unread."
+            f"{timeout:g} s ({user!r} is not polling now); it expired unread{unless}."
         )
     except NoResult:
         return 3, f"No answer within {timeout:g} s: the message to {user!r} may or may not have been shown."
