@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for the reply (default: 30); a request no server took by then expires unexecuted",
+        help="seconds to wait for the reply (default: 30); a request still in its queue then expires there",
     )
     call.add_argument("--routing-key", metavar="KEY", help="send to the per-key request queue bound with KEY")
     call.add_argument("--fanout", action="store_true", help="broadcast to every server of a fanout service")
