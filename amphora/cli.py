@@ -1,4 +1,5 @@
-"""The ``amphora`` command: serve a module's server, call a service, inspect its queues, run a private broker.
+"""The ``amphora`` command: serve a module's server, call a service, inspect its queues and dead letters, run a
+private broker.
 
 Every subcommand finds the broker as the Python API does (:func:`amphora.config.broker_parameters`):
 ``--url``, else ``$AMQP_URL``, else ``amqp://guest:guest@127.0.0.1:5672/``. Exit status: 0 on success,
@@ -16,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from inspect import signature
 from typing import Any
@@ -28,6 +30,7 @@ from .amqp import Connection
 from .amqp.errors import AMQPError, NotFound
 from .client import AmqpRpcClient
 from .config import ENVIRONMENT_VARIABLE, broker_parameters
+from .dead_letters import DeadLetter, DeadLetterQueue
 from .exceptions import (
     AmphoraError,
     HandlerTimeout,
@@ -353,6 +356,56 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- dead ---------------------------------------------------------------------------------------
+
+
+def format_age(seconds: float | None) -> str:
+    """``42s``, ``7m``, ``3h`` or ``2d``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    """List a service's dead letters; requeue chosen ones; purge."""
+    connection = open_connection(args.url)
+    try:
+        queue = DeadLetterQueue(connection, args.service)
+        try:
+            if args.purge:
+                print(f"purged {queue.purge()} dead letter(s) of {args.service}")
+                return 0
+            messages = queue.read(args.limit)
+            chosen = set(args.requeue)
+            if chosen or args.requeue_all:
+                again = [m for m in messages if args.requeue_all or m.properties.message_id in chosen]
+                missing = chosen - {str(m.properties.message_id) for m in again}
+                if missing:
+                    raise CliError(f"no dead letter with id {', '.join(sorted(missing))} among the first {args.limit}")
+                queue.requeue(again)
+                print(f"requeued {len(again)} request(s) to {queue.topology.request_exchange}")
+                return 0
+            now = time.time()
+            header = ["ID", "AGE", "FUNCTION", "CALLER", "REASON"] + (["ARGUMENTS"] if args.show_args else [])
+            rows = [header]
+            for message in messages:
+                letter = DeadLetter.of(message, now)
+                row = [letter.request_id, format_age(letter.age), letter.function, letter.caller, letter.reason]
+                rows.append(row + ([letter.arguments] if args.show_args else []))
+            print(format_table(rows))
+            return 0
+        finally:
+            queue.close()  # what was read and not requeued goes back, in its place
+    except NotFound:
+        raise CliError(f"no dead-letter queue {ServiceTopology(args.service).dead_queue}: no server of "
+                       f"{args.service!r} ever ran") from None  # fmt: skip
+    finally:
+        connection.close()
+
+
 # --- broker -------------------------------------------------------------------------------------
 
 
@@ -470,6 +523,23 @@ examples:
   amphora inspect math --client 0f3c9a...   # a client's reply queue, by the client's uuid
 """
 
+DEAD_EPILOG = """\
+Servers dead-letter the requests they refuse (malformed, unknown function, too large...) to the queue
+rpc_SERVICE_dead, which keeps the newest 10,000 (a server's dead_letter_limit). This lists them, oldest
+first, with each one's request id, age, function, calling client and the reason it was refused; arguments
+are shown only with --show-args (they may hold secrets). Listing takes nothing away: the messages read go
+back to the queue in their place. --requeue publishes chosen requests to the service's request exchange
+again, as new requests (id ID.requeued, no deadline: a server runs them, and their replies, if any, go
+to a caller that has long given up), each removed from the dead letters once the broker has the copy.
+
+examples:
+  amphora dead math
+  amphora dead math --show-args --limit 10
+  amphora dead math --requeue 3f9c2a01b4e6d8a7c5e41 --requeue 3f9c2a01b4e6d8a7c5e42
+  amphora dead math --requeue-all
+  amphora dead math --purge
+"""
+
 BROKER_EPILOG = f"""\
 Starts RabbitMQ (rabbitmq-server must be installed) on a free port, or on --port, with its data in a
 temporary directory, prints the node's URL and an export line for your shell, and runs until Ctrl-C or
@@ -554,6 +624,21 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--client", action="append", default=[], metavar="UUID", help="a client's reply queue")
     inspect.add_argument("--url", help=URL_HELP)
     add_log_level(inspect, "CRITICAL")
+
+    dead = add_subcommand(
+        subparsers, "dead", "List, requeue or purge a service's refused requests.", DEAD_EPILOG, cmd_dead
+    )
+    dead.add_argument("service", help="the service name")
+    dead.add_argument("--limit", type=positive_int, default=100, metavar="N", help="read at most N (default: 100)")
+    dead.add_argument("--show-args", action="store_true", help="also show each request's arguments (may be secret)")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument(
+        "--requeue", action="append", default=[], metavar="ID", help="send the request with this id again"
+    )
+    action.add_argument("--requeue-all", action="store_true", help="send every request read again")
+    action.add_argument("--purge", action="store_true", help="delete every dead letter")
+    dead.add_argument("--url", help=URL_HELP)
+    add_log_level(dead, "CRITICAL")
 
     broker = add_subcommand(
         subparsers, "broker", "Run a private RabbitMQ node in the foreground.", BROKER_EPILOG, cmd_broker

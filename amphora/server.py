@@ -62,7 +62,7 @@ from .protocol import (
 from .pubsub import PubSub
 from .receiver import QueueReceiver
 from .request_queues import RequestQueues
-from .topology import Declaration, ServiceTopology
+from .topology import DEAD_LETTER_LIMIT, Declaration, ServiceTopology
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         consume_default_queue: bool = True,
         max_priority: int | None = None,
         queue_type: str = "classic",
+        dead_letter_limit: int | None = DEAD_LETTER_LIMIT,
         metrics: Metrics | None = None,
         tracebacks: bool = False,
         **connection_options: Any,
@@ -109,7 +110,11 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
         self.topology = ServiceTopology(
-            service_name, fanout=self.fanout, max_priority=max_priority, queue_type=queue_type
+            service_name,
+            fanout=self.fanout,
+            max_priority=max_priority,
+            queue_type=queue_type,
+            dead_letter_limit=dead_letter_limit,
         )
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(
@@ -143,7 +148,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
         for link in (self._consumer, self._publisher):
             link.declare(self.topology.exchanges())
-        self._consumer.declare(self._request_queue_declarations())
+        self._consumer.declare(self.topology.dead_letter_queue() + self._request_queue_declarations())
         self._consumer_ids: list[int] = []
 
     # --- what a fanout server changes -----------------------------------------------------------

@@ -15,14 +15,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from .amqp import Channel
+from .amqp.errors import PreconditionFailed
 from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
 
+log = logging.getLogger(__name__)
+
 DEFAULT_ROUTING_KEY = ""
+DEAD_LETTER_LIMIT = 10_000
+"""How many refused requests a service's dead-letter queue keeps by default (the oldest go first)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,23 @@ class Queue:
     exclusive: bool = False
     auto_delete: bool = False
     arguments: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    keep_existing: bool = False
+    """If the queue exists with other arguments, keep it as it is (logged) instead of failing."""
 
     def declare(self, channel: Channel) -> None:
+        if not self.keep_existing:
+            self._declare(channel)
+            return
+        probe = channel.connection.channel()  # the broker closes it if the arguments differ
+        try:
+            self._declare(probe)
+        except PreconditionFailed as exc:
+            log.warning("%s exists with other arguments and is kept as it is (%s); delete it to apply %s",
+                        self.name, exc, self.arguments)  # fmt: skip
+        else:
+            probe.close()
+
+    def _declare(self, channel: Channel) -> None:
         channel.queue_declare(
             self.name,
             durable=self.durable,
@@ -79,6 +100,8 @@ class ServiceTopology:
     """Request queues honour call priorities from 0 to this (``x-max-priority``); None: no priorities."""
     queue_type: str = "classic"
     """``quorum`` makes every queue a replicated quorum queue, for clusters."""
+    dead_letter_limit: int | None = DEAD_LETTER_LIMIT
+    """Refused requests the dead-letter queue keeps (the oldest dropped first); None: no bound."""
 
     def __post_init__(self) -> None:
         if self.queue_type not in ("classic", "quorum"):
@@ -135,13 +158,23 @@ class ServiceTopology:
         return self._queue(name, arguments)
 
     def exchanges(self) -> list[Declaration]:
-        """The exchanges every client and server of the service needs, and the dead-letter queue."""
+        """The exchanges every client and server of the service needs."""
         return [
             Exchange(self.request_exchange, "fanout" if self.fanout else "direct"),
             Exchange(self.response_exchange, "direct"),
             Exchange(self.dead_exchange, "headers"),
             Exchange(self.events_exchange, "topic"),
-            self._queue(self.dead_queue, {}),
+        ]
+
+    def dead_letter_queue(self) -> list[Declaration]:
+        """The queue of the requests servers refuse, bounded to ``dead_letter_limit`` (declared by servers,
+        which refuse; one made earlier with another bound is kept, with a warning)."""
+        arguments: dict[str, Any] = {}
+        if self.dead_letter_limit is not None:
+            arguments = {"x-max-length": self.dead_letter_limit, "x-overflow": "drop-head"}
+        queue = self._queue(self.dead_queue, arguments)
+        return [
+            Queue(queue.name, arguments=queue.arguments, keep_existing=True),
             Binding(self.dead_queue, self.dead_exchange, arguments={"x-match": "all", HEADER_DEAD: REFUSED}),
         ]
 

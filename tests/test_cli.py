@@ -21,7 +21,7 @@ from amphora.testing import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-SUBCOMMANDS = ["serve", "call", "inspect", "broker"]
+SUBCOMMANDS = ["serve", "call", "inspect", "dead", "broker"]
 
 
 def amphora_command(*arguments: str, module: str = "amphora.cli") -> list[str]:
@@ -230,7 +230,7 @@ def test_inspect_shows_what_exists_with_counts(capsys, amqp_url, service, make_c
     assert status == 0
     rows = table_rows(out)
     assert rows[("queue", f"rpc_{service}_request")] == ["exists", "2", "0"]
-    assert rows[("queue", f"rpc_{service}_dead")] == ["exists", "0", "0"]
+    assert rows[("queue", f"rpc_{service}_dead")] == ["missing", "-", "-"]  # servers declare it
     assert rows[("exchange", f"rpc_{service}_request")] == ["exists", "-", "-"]
     assert rows[("exchange", f"rpc_{service}_events")] == ["exists", "-", "-"]
     assert rows[("queue", f"rpc_{service}_queue_gpu")] == ["missing", "-", "-"]
