@@ -6,6 +6,7 @@ HOW is what it does:
 
 - ``longpoll``: ``receive_from_queue("poll", max_calls=1)`` on a server that consumes only per-key queues;
 - ``serve``: a plain server, serving until its handler ran once;
+- ``stuck``: the same, but the handler does not return for a minute, and the server's ``exit_timeout`` is 1 s;
 - ``cast``: a client casting ``show(ARG)``, without waiting for anything.
 
 A server's ``show(n)`` appends ``pid n`` to the file ARG and returns ``[pid, n]``. END is how the script ends:
@@ -17,13 +18,15 @@ from __future__ import annotations
 import os
 import sys
 
+import gevent
 from gevent.event import Event
 
 from amphora import AmqpRpcClient, AmqpRpcServer
 
 
 def serve(how: str, service: str, url: str, log_path: str) -> None:
-    server = AmqpRpcServer(service, url=url, consume_default_queue=how == "serve")
+    exit_timeout = 1.0 if how == "stuck" else 10.0
+    server = AmqpRpcServer(service, url=url, consume_default_queue=how != "longpoll", exit_timeout=exit_timeout)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - open until the process ends
     ran = Event()
 
@@ -31,6 +34,8 @@ def serve(how: str, service: str, url: str, log_path: str) -> None:
     def show(n: int) -> list[int]:
         log.write(f"{os.getpid()} {n}\n")
         ran.set()
+        if how == "stuck":
+            gevent.sleep(60)
         return [os.getpid(), n]
 
     server.serve()
