@@ -25,8 +25,8 @@ from amphora import AmqpRpcClient, AmqpRpcServer
 
 
 def serve(how: str, service: str, url: str, log_path: str) -> None:
-    exit_timeout = 1.0 if how == "stuck" else 10.0
-    server = AmqpRpcServer(service, url=url, consume_default_queue=how != "longpoll", exit_timeout=exit_timeout)
+    options = {"exit_timeout": 1.0} if how == "stuck" else {}
+    server = AmqpRpcServer(service, url=url, consume_default_queue=how != "longpoll", **options)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - open until the process ends
     ran = Event()
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from amphora import exiting
 from helpers import wait_until
 
 EXIT_SCRIPT = Path(__file__).with_name("exit_process.py")
@@ -93,6 +92,8 @@ def test_server_still_handling_at_exit_waits_at_most_its_exit_timeout(
 
 
 def test_only_servers_and_clients_running_are_stopped_at_exit(make_server, make_client):
+    from amphora import exiting
+
     server, client = make_server(), make_client()
     assert server not in exiting._running  # not served yet
     server.serve()
