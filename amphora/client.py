@@ -18,6 +18,7 @@ from typing import Any
 import gevent
 from gevent.event import AsyncResult, Event
 
+from . import exiting
 from .amqp import Connection, Message, Properties
 from .amqp.errors import AMQPError
 from .compression import (
@@ -158,9 +159,11 @@ class AmqpRpcClient(PubSub, RequestQueues):
         max_priority: int | None = None,
         queue_type: str = "classic",
         metrics: Metrics | None = None,
+        exit_timeout: float | None = 10.0,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self.exit_timeout = exit_timeout
         self.uuid = uuid or uuid_module.uuid4().hex
         self._request_ids = RequestIds()
         self.serializer = make_serializer(serializer)
@@ -209,6 +212,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         With ``nowait=False``, block until :meth:`stop`.
         """
         self._stopped.clear()
+        exiting.running(self)
         start_links((self._consumer, self._publisher), "calling")
         if not nowait:
             self._stopped.wait()
@@ -216,9 +220,16 @@ class AmqpRpcClient(PubSub, RequestQueues):
     def stop(self) -> None:
         """Disconnect. Unconfirmed requests stay in the outbox until :meth:`serve`; pending calls keep
         their timeouts."""
+        exiting.stopped(self)
         self.stop_publisher()
         self.stop_consumer()
         self._stopped.set()
+
+    def _stop_at_exit(self, timeout: float) -> None:
+        """At interpreter exit (:mod:`amphora.exiting`): wait up to ``timeout`` seconds for the broker to
+        confirm what the outbox holds (requests, casts, events), then :meth:`stop`."""
+        self._outbox.flush(timeout)
+        self.stop()
 
     def stop_publisher(self) -> None:
         """Disconnect the publishing side; requests wait in the outbox."""

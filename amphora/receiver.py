@@ -1,8 +1,10 @@
 """QueueReceiver: a server taking requests from one per-key request queue, for a number of calls or a time.
 
 Made by :meth:`amphora.AmqpRpcServer.receive_from_queue`. Its consumer lives on the server's consuming link,
-so it is restored after a reconnect; requests that arrive once it has had its calls (the broker may send
-some before it sees the cancel) go back to the queue for whoever consumes it next.
+so it is restored after a reconnect. Once it has had its calls, it settles nothing more with the broker until
+the broker confirmed the cancel of its consumer: an ack or a reject would open its prefetch window, and the
+broker would send it the queue's next request, only to get it back (again and again while the cancel waits).
+The requests the broker sent before the cancel go back to the queue for whoever consumes it next.
 """
 
 from __future__ import annotations
@@ -14,12 +16,29 @@ import gevent
 from gevent.event import Event
 
 from .amqp import Message
+from .amqp.errors import AMQPError
 from .link import Link, settle_quietly
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Message, Callable[[], None]], bool]
-"""``dispatch(message, handled)``: True if the message went to a handler, which calls ``handled()`` when done."""
+Dispatch = Callable[[Message], object]
+"""``dispatch(message)``: hands a request to the server, which settles it (ack or reject) once done with it."""
+
+
+class _Taken(Message):
+    """A delivery the receiver handed to the server: its receiver sees when (and delays how) it is settled."""
+
+    __slots__ = ("_receiver",)
+    _receiver: QueueReceiver
+
+    def ack(self, multiple: bool = False) -> None:
+        self._receiver._settle(self, lambda: Message.ack(self, multiple))
+
+    def nack(self, requeue: bool = True, multiple: bool = False) -> None:
+        self._receiver._settle(self, lambda: Message.nack(self, requeue, multiple))
+
+    def reject(self, requeue: bool = True) -> None:
+        self._receiver._settle(self, lambda: Message.reject(self, requeue))
 
 
 class QueueReceiver:
@@ -45,8 +64,12 @@ class QueueReceiver:
         self._link = link
         self._dispatch = dispatch
         self._taken: set[str] = set()
-        self._handling = 0  # requests handed to the server and not yet handled
+        self._unsettled: set[_Taken] = set()  # deliveries handed to the server and not yet acked or rejected
+        self._settled = Event()  # set while none is unsettled
+        self._settled.set()
+        self._held: list[Callable[[], None]] = []  # settlements waiting for the cancel of the consumer
         self._finished = False
+        self._cancelled = False
         self._done = Event()
         self._timer = gevent.spawn_later(timeout, self._time_out) if timeout is not None else None
         self._consumer_id: int | None = None
@@ -55,11 +78,12 @@ class QueueReceiver:
         )
         self._consumer_id = consumer_id
         if self._finished:  # it had its calls while the broker was still confirming the consumer
-            self._remove_consumer()
+            gevent.spawn(self._end)
 
     @property
     def done(self) -> bool:
-        """True once it takes no more requests and the requests it took were handled."""
+        """True once it takes no more requests, and the requests it took were handled and acknowledged (the
+        acks handed to the connection's socket)."""
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -83,20 +107,53 @@ class QueueReceiver:
         request_id = message.properties.message_id
         fresh = not request_id or request_id not in self._taken
         if self._finished or (fresh and self._reached_max()):
-            settle_quietly(message.reject, True)
+            self._after_cancel(lambda: settle_quietly(message.reject, True))
             return
         if fresh:
             self.calls += 1
             if request_id:
                 self._taken.add(request_id)
-        if self._dispatch(message, self._on_handled):
-            self._handling += 1
+        taken = _Taken(
+            message.channel,
+            message.body,
+            message.properties,
+            message.exchange,
+            message.routing_key,
+            message.delivery_tag,
+            message.redelivered,
+            message.consumer_tag,
+        )
+        taken._receiver = self
+        self._unsettled.add(taken)
+        self._settled.clear()
         if self._reached_max():
             self._finish()
+        self._dispatch(taken)
 
     def _on_cancel(self, consumer_tag: str) -> None:
         log.info("request queue %s was deleted: its receiver ends", self.queue)
         self._finish()
+
+    def _settle(self, delivery: _Taken, settle: Callable[[], None]) -> None:
+        """The server acks or rejects ``delivery``: now, or once the consumer is cancelled."""
+
+        def settle_counted() -> None:
+            try:
+                settle()
+            finally:
+                self._unsettled.discard(delivery)
+                if not self._unsettled:
+                    self._settled.set()
+
+        self._after_cancel(settle_counted)
+
+    def _after_cancel(self, settle: Callable[[], None]) -> None:
+        """Settle a delivery now, unless the receiver finished and the broker has not confirmed its cancel:
+        then only once it has (settling would open the prefetch window to a consumer that takes nothing)."""
+        if self._finished and not self._cancelled:
+            self._held.append(settle)
+        else:
+            settle()
 
     # --- ending ---------------------------------------------------------------------------------
 
@@ -114,19 +171,28 @@ class QueueReceiver:
         if self._timer is not None and self._timer is not gevent.getcurrent():
             self._timer.kill(block=False)
         if self._consumer_id is not None:
-            self._remove_consumer()
-        self._check_done()
+            gevent.spawn(self._end)  # it waits for the broker: not here
 
-    def _remove_consumer(self) -> None:
-        gevent.spawn(self._link.remove_consumer, self._consumer_id)  # it waits for the broker: not here
-
-    def _on_handled(self) -> None:
-        self._handling -= 1
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if self._finished and not self._handling:
-            self._done.set()
+    def _end(self) -> None:
+        """Cancel the consumer, then settle what waited for that; once every request taken is settled, hand
+        the acks to the socket and be done."""
+        try:
+            assert self._consumer_id is not None
+            self._link.remove_consumer(self._consumer_id)
+        finally:
+            self._cancelled = True
+            held, self._held = self._held, []
+            for settle in held:
+                settle_quietly(settle)
+        self._settled.wait()
+        channel = self._link.channel
+        if channel is not None and channel.is_open:
+            try:
+                channel.flush_acks()
+                channel.connection.drain()
+            except AMQPError as exc:  # the connection is gone: the broker requeues what was not acked
+                log.debug("%s: acks not sent: %s", self.queue, exc)
+        self._done.set()
 
     def __repr__(self) -> str:
         state = "done" if self.done else "receiving"

@@ -22,6 +22,7 @@ import gevent
 from gevent import GreenletExit
 from gevent.event import Event
 
+from . import exiting
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
 from .answered import AnsweredRequests, Reply
@@ -93,6 +94,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         answered_memory: int = 10_000,
         answered_memory_bytes: int = 64 * 1024 * 1024,
         stop_timeout: float = 30.0,
+        exit_timeout: float | None = 10.0,
         name: str | None = None,
         time_limit: float | None = None,
         settings: Any = None,
@@ -124,6 +126,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.threads = threads
         self.persistent = persistent
         self.stop_timeout = stop_timeout
+        self.exit_timeout = exit_timeout
         self.time_limit = time_limit
         self.settings = {} if settings is None else settings
         self.compress_threshold = compress_threshold
@@ -204,6 +207,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """
         self._accepting = True
         self._stopped.clear()
+        exiting.running(self)
         if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
             self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._take_request)]
         start_links((self._consumer, self._publisher), "serving")
@@ -268,14 +272,24 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
         Waits at most ``stop_timeout`` seconds; requests not answered by then are redelivered later.
         """
+        self._stop(self.stop_timeout)
+
+    def _stop(self, timeout: float) -> None:
+        """:meth:`stop`, waiting at most ``timeout`` seconds."""
+        exiting.stopped(self)
+        receivers = self._receivers
         self.prepare_stop()
-        deadline = time.monotonic() + self.stop_timeout
-        self._workers.join(timeout=self.stop_timeout)
+        deadline = time.monotonic() + timeout
+        self._workers.join(timeout=timeout)
         self._outbox.flush(timeout=max(0.0, deadline - time.monotonic()))
+        for receiver in receivers:  # their acks may wait for the cancel of their consumers
+            receiver._done.wait(max(0.0, deadline - time.monotonic()))
         self._workers.close()
         self.stop_publisher()
         self.stop_consumer()
         self._stopped.set()
+
+    _stop_at_exit = _stop  # what amphora.exiting calls, with the server's exit_timeout
 
     def stop_publisher(self) -> None:
         """Disconnect the publishing side; unconfirmed replies stay in the outbox until :meth:`serve`."""

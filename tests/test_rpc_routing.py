@@ -6,6 +6,7 @@ import time
 
 import gevent
 import pytest
+from gevent.event import Event
 
 from amphora import (
     AmqpRpcClient,
@@ -15,8 +16,9 @@ from amphora import (
     RequestMayHaveRun,
     Unroutable,
 )
-from amphora.amqp import connect
+from amphora.amqp import Channel, connect
 from amphora.amqp.errors import PreconditionFailed
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,3 +200,47 @@ def test_remove_if_unused_refuses_while_a_server_receives(show_server, make_clie
         client.remove_request_queue("liam", if_unused=True)
     receiver.stop()
     assert receiver.wait(timeout=5)
+
+
+def test_receive_from_queue_returns_once_its_request_is_acknowledged(show_server, make_client):
+    client = make_client()
+    client.create_new_request_queue("pat")
+    result = client.defer(routing_key="pat").show_message("pat", "x")
+    show_server.receive_from_queue("pat", max_calls=1, timeout=10)
+    channel = show_server._consumer.channel
+    assert not channel._acks.unacked and not channel._acks.gathered  # acked, and not waiting to be sent
+    assert channel.connection.write_backlog == 0  # handed to the socket
+    assert result.get(timeout=5) == 1
+
+
+def test_finished_receiver_takes_back_nothing_while_its_cancel_waits(
+    show_server, make_client, amqp_url, service, monkeypatch
+):
+    """The broker confirms a receiver's cancel late (its channel is busy): its last request must not be acked
+    before, or the broker sends it the next one, which it rejects, again and again."""
+    client = make_client()
+    client.create_new_request_queue("olga")
+    results = [client.defer(routing_key="olga").show_message("olga", str(i)) for i in range(3)]
+    wait_until(lambda: queued(amqp_url, f"rpc_{service}_queue_olga") == 3)
+    rejects = []
+    cancelled = Event()
+    basic_cancel, basic_reject = Channel.basic_cancel, Channel.basic_reject
+
+    def slow_cancel(channel: Channel, consumer_tag: str) -> None:
+        gevent.sleep(0.5)  # other operations before it on the channel
+        basic_cancel(channel, consumer_tag)
+        cancelled.set()
+
+    def counted_reject(channel: Channel, delivery_tag: int, requeue: bool = True) -> None:
+        rejects.append(delivery_tag)
+        basic_reject(channel, delivery_tag, requeue)
+
+    monkeypatch.setattr(Channel, "basic_cancel", slow_cancel)
+    monkeypatch.setattr(Channel, "basic_reject", counted_reject)
+    show_server.receive_from_queue("olga", max_calls=1, timeout=10)
+    assert cancelled.wait(timeout=5)
+    assert len(rejects) == 0
+    for _ in range(2):  # the next receivers take the others, each once
+        show_server.receive_from_queue("olga", max_calls=1, timeout=10)
+    assert [text for _, text in show_server.shown] == ["0", "1", "2"]
+    assert [r.get(timeout=5) for r in results] == [1, 2, 3]

@@ -228,6 +228,11 @@ class Connection:
         """Block while the write backlog is over its limit (the broker is slow, blocked or gone)."""
         self._writer.wait_writable()
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Block until every frame queued so far was handed to the socket; False if ``timeout`` passed first
+        or the connection ended."""
+        return self._writer.drain(timeout)
+
     @property
     def write_backlog(self) -> int:
         """Bytes queued and not yet handed to the socket."""

@@ -8,6 +8,7 @@ waiting for the socket. A publisher waits while more than ``WRITE_BACKLOG_LIMIT`
 from __future__ import annotations
 
 import socket as _stdlib_socket
+import time
 from collections.abc import Callable
 
 import gevent
@@ -86,6 +87,16 @@ class FrameWriter:
         if self._error is not None:
             raise self._error
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Block until every frame queued was handed to the socket; False if ``timeout`` passed first or the
+        connection ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (self._size or self._busy) and self._error is None:
+            self._drained.clear()
+            if not self._drained.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                return False
+        return self._error is None
+
     def close(self, error: BaseException) -> None:
         """The connection ended with ``error``: write nothing more, and let whoever waits for room go on."""
         self._error = error
@@ -138,5 +149,6 @@ class FrameWriter:
                     while data:
                         data = data[send(data) :]
                 self._busy = False
+                self._drained.set()  # for drain()
         except OSError as exc:
             self._on_error(exc)
