@@ -2,6 +2,7 @@
 
 from .client import AmqpRpcClient
 from .exceptions import (
+    BrokerUnavailable,
     HandlerTimeout,
     IgnoreRequest,
     NoResult,
@@ -27,6 +28,7 @@ __all__ = [
     "AmqpRpcFanoutClient",
     "AmqpRpcFanoutServer",
     "AmqpRpcServer",
+    "BrokerUnavailable",
     "HandlerTimeout",
     "IgnoreRequest",
     "JsonSerializer",
