@@ -2,6 +2,7 @@
 
 from .client import AmqpRpcClient
 from .exceptions import (
+    BrokerUnavailable,
     HandlerTimeout,
     IgnoreRequest,
     NoResult,
@@ -28,6 +29,7 @@ __all__ = [
     "AmqpRpcFanoutClient",
     "AmqpRpcFanoutServer",
     "AmqpRpcServer",
+    "BrokerUnavailable",
     "HandlerTimeout",
     "IgnoreRequest",
     "JsonSerializer",

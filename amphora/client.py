@@ -179,7 +179,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             queue_type=queue_type,
         )
         self.reply_queue = self.topology.reply_queue(self.uuid)
-        self._pending = PendingCalls()
+        self._pending = PendingCalls(self._no_broker)
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
@@ -238,6 +238,10 @@ class AmqpRpcClient(PubSub, RequestQueues):
     def stop_consumer(self) -> None:
         """Disconnect the consuming side; replies wait in the reply queue."""
         self._consumer.stop()
+
+    def _no_broker(self) -> str | None:
+        """Why the client has no broker connection, while it cannot get one (None if it has one)."""
+        return self._consumer.unreachable() or self._publisher.unreachable()
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -443,8 +447,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         gevent.spawn(self._consumer.reset)  # declare it again and consume anew
 
     def _check_reply_queue(self, connection: Connection) -> None:
-        """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile."""
-        if self._pending and not queue_exists(connection, self.reply_queue):
+        """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile (not on
+        the first connection, which declares it: calls made before wait for it)."""
+        if self._pending and self._consumer.generation and not queue_exists(connection, self.reply_queue):
             self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
 
     def _wait_for_reply_queue(self, connection: Connection) -> None:

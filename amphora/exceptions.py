@@ -56,6 +56,12 @@ class RequestMayHaveRun(NoResult):
     dead-lettered copy does not tell. Most often no server took it at all."""
 
 
+class BrokerUnavailable(NoResult):
+    """No result came within the call's timeout, and the client could not connect to any broker at that
+    time; the message names the broker and the last connection error. As with NoResult, the request may
+    have run (it may have reached the broker before the connection was lost)."""
+
+
 class Unroutable(AmphoraError):
     """No queue is bound to the request's routing key (e.g. a per-key queue that was never created)."""
 

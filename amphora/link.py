@@ -41,6 +41,8 @@ PERMANENT_CLOSE_CODES = frozenset({403, 501, 502, 503, 504, 505, 530, 540})
 not allowed, not implemented); the others (320 broker shutdown, 506 resource error, 541 internal error)
 are retried."""
 MAX_BACKOFF = 2.0
+FAILURE_REPORT_INTERVAL = 30.0
+"""Seconds between two ERROR reports of a link that keeps failing to reach any broker (the first one is at once)."""
 
 ConnectedHook = Callable[[Connection], None]
 ReadyHook = Callable[[Channel], None]
@@ -85,6 +87,12 @@ class Link:
         self.generation = 0
         self.ready = Event()
         self.setup_error: BaseException | None = None
+        self.failures = 0
+        """Failed connection attempts since the last success (or the start)."""
+        self.last_error: str | None = None
+        """The last failed attempt's error, naming its broker (None once connected)."""
+        self._opening: str | None = None  # the broker URL of a connection being opened
+        self._attempt_started = self._failing_since = self._reported_at = 0.0
         self._attempted = Event()
         self._lost = Event()
         self._stopping = False
@@ -215,18 +223,40 @@ class Link:
         """Start connecting in the background (a no-op if running)."""
         if self._greenlet is None or self._greenlet.dead:
             self._stopping = False
+            self.failures, self.last_error = 0, None
             self._greenlet = gevent.spawn(self._run)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until connected and set up; raise a setup error that retrying cannot fix."""
-        if not self.ready.is_set() and self.setup_error is None:
+        return self._wait(lambda: False, timeout)
+
+    def wait_tried(self, timeout: float | None = None) -> bool:
+        """Like :meth:`wait_ready`, but also return (False) once every broker URL failed once."""
+        return self._wait(lambda: self.failures >= len(self._parameters), timeout)
+
+    def _wait(self, enough: Callable[[], bool], timeout: float | None) -> bool:
+        if not self.ready.is_set() and self.setup_error is None and not enough():
             with gevent.Timeout(timeout, False):
-                while not self.ready.is_set() and self.setup_error is None:
+                while not self.ready.is_set() and self.setup_error is None and not enough():
                     self._attempted.clear()
                     self._attempted.wait()
         if self.setup_error is not None and not self.ready.is_set():
             raise self.setup_error
         return self.ready.is_set()
+
+    def unreachable(self) -> str | None:
+        """Why the link has no connection, while it cannot get one: the last failed attempt's error (naming
+        its broker) and the attempts so far, or the broker that has not answered the attempt under way.
+        None while connected, setting up a connection, stopped, or waiting to retry after a lost one."""
+        if self.ready.is_set() or self._stopping:
+            return None
+        now = time.monotonic()
+        if self.last_error is not None:
+            attempts = f"{self.failures} failed attempt{'s' if self.failures > 1 else ''}"
+            return f"{self.last_error} ({attempts} in {now - self._failing_since:.1f} s)"
+        if self._opening is not None:
+            return f"no answer yet from {self._opening} ({now - self._attempt_started:.1f} s)"
+        return None
 
     def reset(self) -> None:
         """Drop the connection and set everything up again (e.g. after the broker cancelled a consumer)."""
@@ -245,31 +275,37 @@ class Link:
         self.connection = self.channel = None
 
     def _run(self) -> None:
-        failures = 0
         first = 0  # the URL tried first: after a lost connection, the one after the broker that was lost
         while not self._stopping:
-            index = (first + failures) % len(self._parameters)
+            index = (first + self.failures) % len(self._parameters)
             parameters = self._parameters[index]
             try:
                 self._connect(parameters)
-                failures = 0
+                if self.failures >= len(self._parameters):  # reported as unreachable: say it is over
+                    seconds = time.monotonic() - self._failing_since
+                    log.warning("%s: connected after %d failed attempts in %.1f s", self.name, self.failures, seconds)
+                self.failures, self.last_error = 0, None
                 self.setup_error = None
                 self._attempted.set()
                 self._lost.wait()
                 first = (index + 1) % len(self._parameters)
             except AMQPError as exc:
-                failures += 1
+                self.failures += 1
                 self._report_failure(parameters, exc)
             finally:
                 self.ready.clear()
                 if self.connection is not None:
                     self.connection.close(timeout=1)
             if not self._stopping:
-                gevent.sleep(min(MAX_BACKOFF, 0.05 * 2**failures) * random.uniform(0.5, 1.0))
+                gevent.sleep(min(MAX_BACKOFF, 0.05 * 2**self.failures) * random.uniform(0.5, 1.0))
 
     def _connect(self, parameters: ConnectionParameters) -> None:
         self._lost.clear()
-        connection = self.connection = Connection(parameters).open()
+        self._opening, self._attempt_started = parameters.url, time.monotonic()
+        try:
+            connection = self.connection = Connection(parameters).open()
+        finally:
+            self._opening = None
         connection.add_close_callback(self._on_lost)
         for hook in self._on_connected:
             hook(connection)
@@ -309,13 +345,38 @@ class Link:
             self._lost.set()
 
     def _report_failure(self, parameters: ConnectionParameters, error: AMQPError) -> None:
+        """Log a failed attempt: an error retrying cannot fix at once; a broker that cannot be reached as a
+        warning while other URLs remain to try, then as an error once every URL failed, and from then on
+        at most once every FAILURE_REPORT_INTERVAL seconds."""
+        now = time.monotonic()
+        if self.failures == 1:
+            self._failing_since = self._attempt_started
+        text = str(error)
+        self.last_error = text if parameters.url in text else f"{parameters.url}: {text}"
         if isinstance(error, PERMANENT_ERRORS) or (
             isinstance(error, ConnectionClosed) and error.code in PERMANENT_CLOSE_CODES
         ):
             self.setup_error = error
             log.error("%s: %s", self.name, error)
-        else:
-            log.warning("%s: cannot connect to %s (%s); retrying", self.name, parameters.url, error)
+        elif self.failures < len(self._parameters):
+            log.warning("%s: cannot connect: %s; trying the next broker", self.name, self.last_error)
+        elif self.failures == len(self._parameters):
+            self._reported_at = now
+            log.error(
+                "%s: cannot connect: %s; retrying (reported again every %.0f s at most)",
+                self.name,
+                self.last_error,
+                FAILURE_REPORT_INTERVAL,
+            )
+        elif now - self._reported_at >= FAILURE_REPORT_INTERVAL:
+            self._reported_at = now
+            log.error(
+                "%s: still cannot connect after %d attempts in %.0f s: %s; retrying",
+                self.name,
+                self.failures,
+                now - self._failing_since,
+                self.last_error,
+            )
         self._attempted.set()
 
 
@@ -346,16 +407,18 @@ def _close_quietly(channel: Channel) -> None:
 
 
 def start_links(links: Sequence[Link], purpose: str) -> None:
-    """Start links and wait for each up to its connection timeout.
+    """Start links and wait, at most one connection timeout in all, until each is up or has tried every
+    broker URL once.
 
     Errors that retrying cannot fix stop the links and are raised; an unreachable broker is only logged
     (the links keep trying and work waits for them).
     """
     for link in links:
         link.start()
+    deadline = time.monotonic() + max(link.connection_timeout for link in links)
     try:
         for link in links:
-            if not link.wait_ready(timeout=link.connection_timeout + 1):
+            if not link.wait_tried(timeout=max(0.0, deadline - time.monotonic())):
                 log.warning("%s: no broker answers yet; %s starts when one does", link.name, purpose)
     except BaseException:
         for link in links:

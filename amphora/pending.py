@@ -4,14 +4,14 @@ registry that times them out with one timer for all."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
 from gevent.event import AsyncResult
 
 from .amqp.errors import MessageReturned
-from .exceptions import NoResult, RequestExpired, RequestMayHaveRun, Unroutable
+from .exceptions import BrokerUnavailable, NoResult, RequestExpired, RequestMayHaveRun, Unroutable
 
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 """Set by quorum queues on a redelivered message: where a dead-lettered copy carries it (RabbitMQ 3.10 drops
@@ -79,8 +79,10 @@ class PendingCall:
         self.settle(error=dead_letter_error(self.function, headers))
         return True
 
-    def time_out(self) -> None:
-        self.settle(error=NoResult(f"no reply to {self.function} within {self.timeout} s"))
+    def time_out(self, no_broker: str | None = None) -> None:
+        """The call's time is up; ``no_broker``: why no broker connection could be had, if none could."""
+        message = f"no reply to {self.function} within {self.timeout} s"
+        self.settle(error=NoResult(message) if no_broker is None else BrokerUnavailable(f"{message}: {no_broker}"))
 
     def settle(self, value: Any = None, error: BaseException | None = None) -> None:
         if error is None:
@@ -113,7 +115,7 @@ class PendingGather(PendingCall):
     def expired(self, headers: dict[str, Any]) -> bool:
         return False  # a copy nobody took: the servers that did take theirs still answer
 
-    def time_out(self) -> None:
+    def time_out(self, no_broker: str | None = None) -> None:
         self.settle(self.replies)
 
 
@@ -124,9 +126,13 @@ class PendingCalls:
     insertion-ordered dict whose first entry is the next to expire, and the timer is armed for the earliest
     of those. This costs a dict entry per call instead of a timer per call. A timer that fires with nothing
     due re-arms for the earliest call still pending, if any.
+
+    ``no_broker()`` says why the caller has no broker connection, if it cannot get one (else None): calls
+    that time out meanwhile fail with :exc:`BrokerUnavailable` and that reason instead of :exc:`NoResult`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, no_broker: Callable[[], str | None] = lambda: None) -> None:
+        self._no_broker = no_broker
         self._calls: dict[str, PendingCall] = {}
         self._by_patience: dict[float, dict[str, PendingCall]] = {}
         self._timer: Any = None
@@ -204,5 +210,6 @@ class PendingCalls:
                 del self._by_patience[patience]
         if earliest < float("inf"):
             self._arm(earliest)
+        no_broker = self._no_broker() if expired else None
         for call in expired:
-            call.time_out()
+            call.time_out(no_broker)

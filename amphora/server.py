@@ -209,7 +209,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._stopped.clear()
         exiting.running(self)
         if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
-            self._consumer_ids = [self._consumer.add_consumer(self._request_queue, self._take_request)]
+            self._consumer_ids = [
+                self._consumer.add_consumer(self._request_queue, self._take_request, on_cancel=self._on_queue_deleted)
+            ]
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
             self.join()
@@ -298,6 +300,17 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def stop_consumer(self) -> None:
         """Disconnect the consuming side; unacknowledged requests go back to their queue."""
         self._consumer.stop()
+
+    def _on_queue_deleted(self, consumer_tag: str) -> None:
+        """The broker cancelled the request queue's consumer: the queue was deleted (by hand, a policy...).
+        Reconnect, which declares it and its binding again and consumes it anew."""
+        if self._accepting:
+            log.warning(
+                "%s: the request queue %s was deleted, with the requests in it; declaring it again",
+                self.service_name,
+                self._request_queue,
+            )
+            gevent.spawn(self._consumer.reset)
 
     # --- requests ------------------------------------------------------------------------------
 
