@@ -40,6 +40,7 @@ from .exceptions import (
     WrongResult,
 )
 from .fanout import AmqpRpcFanoutClient
+from .health import start_health_endpoint
 from .heap import tune_malloc
 from .server import AmqpRpcServer
 from .topology import ServiceTopology
@@ -135,10 +136,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tune_malloc()
     options = {name: getattr(args, name) for name in ("url", "concurrency") if getattr(args, name) is not None}
     server = load_server(args.target, options)
-
-    server.serve_forever(
-        on_ready=lambda: log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
-    )
+    endpoint = None
+    if args.health_port is not None:
+        try:
+            endpoint = start_health_endpoint(server, args.health_port, args.health_host)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {args.health_host}:{args.health_port} for --health-port: {exc}") from None
+    try:
+        server.serve_forever(
+            on_ready=lambda: log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
+        )
+    finally:
+        if endpoint is not None:
+            endpoint.stop(timeout=1)
     log.info("stopped")
     return 0
 
@@ -474,8 +484,12 @@ running ones and sends their replies (for at most the server's stop_timeout, 30 
 command exits with status 0. The process keeps the memory it frees for reuse (amphora.tune_malloc), unless
 MALLOC_*_ variables or GLIBC_TUNABLES set glibc's malloc.
 
+With --health-port, GET http://HOST:PORT/health answers 200 while the server serves (started, not
+stopping, connected to the broker) and 503 otherwise: a liveness or readiness probe.
+
 examples:
   amphora serve examples.math_server:server
+  amphora serve examples.math_server:server --health-port 8080   # curl -f localhost:8080/health
   {ENVIRONMENT_VARIABLE}=amqp://guest:guest@rabbit:5672/ amphora serve myservice:server
   amphora serve myservice:make_server --url amqp://guest:guest@rabbit:5672/ --concurrency 10
 
@@ -571,6 +585,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         metavar="N",
         help="requests handled at once (default: the server's); only for a function",
+    )
+    serve.add_argument(
+        "--health-port",
+        type=int,
+        metavar="PORT",
+        help="answer GET /health on PORT: 200 while serving, 503 otherwise (for orchestrators' probes)",
+    )
+    serve.add_argument(
+        "--health-host", default="0.0.0.0", metavar="HOST", help="address of --health-port (default: 0.0.0.0)"
     )
     add_log_level(serve, "INFO")
 

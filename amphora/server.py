@@ -137,7 +137,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
-        self._accepting = True
+        self._accepting = False  # from serve() until prepare_stop()
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
         self._consumer = Link(parameters, f"{service_name} server consumer", prefetch=concurrency)
@@ -215,6 +215,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
             self.join()
+
+    @property
+    def serving(self) -> bool:
+        """True while the server takes requests: :meth:`serve` was called and :meth:`stop` was not, and it is
+        connected on both sides (consuming, and able to publish replies). What ``amphora serve
+        --health-port`` reports."""
+        return self._accepting and self._consumer.ready.is_set() and self._publisher.ready.is_set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the server is stopped; False if ``timeout`` passed first."""

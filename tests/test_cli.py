@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import gevent
@@ -18,6 +20,7 @@ from amphora.amqp import connect
 from amphora.amqp.errors import BrokerUnreachable, NotFound
 from amphora.cli import main
 from amphora.testing import free_port
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -325,6 +328,49 @@ def test_serve_does_not_announce_a_server_stopped_while_it_connected(make_server
     announced = []
     server.serve_forever(signals=(), on_ready=lambda: announced.append(True))
     assert announced == []
+
+
+def health(port: int) -> tuple[int, str]:
+    """``GET /health`` of a local endpoint: status and text (0 if nothing answers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_serve_health_port_says_whether_the_server_serves(tmp_path, private_rabbit_node, server_module):
+    port = free_port()
+    url = private_rabbit_node.url
+    process = subprocess.Popen(
+        amphora_command("serve", f"{server_module}:make", "--url", url, "--health-port", str(port)),
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: health(port)[0] == 200, timeout=30)
+        assert health(port)[1].startswith("serving ")
+        private_rabbit_node.kill()
+        wait_until(lambda: health(port)[0] == 503, timeout=30)
+        assert "not connected to the broker" in health(port)[1]
+        private_rabbit_node.start()
+        wait_until(lambda: health(port)[0] == 200, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_server_serving_is_true_only_between_serve_and_stop(make_server):
+    server = make_server()
+    assert not server.serving
+    server.serve()
+    assert server.serving
+    server.stop()
+    assert not server.serving
 
 
 def test_serve_refuses_options_a_built_server_cannot_take(capsys, monkeypatch, tmp_path, server_module):
