@@ -11,7 +11,8 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from amphora import AmqpRpcClient
+from amphora import AmqpRpcClient, request_queues
+from amphora.amqp import Channel, Connection
 from amphora.link import OPERATION_CHANNELS
 
 pytestmark = pytest.mark.timeout(300)
@@ -112,3 +113,61 @@ def test_an_operation_waiting_for_its_turn_honours_its_timeout(make_client):
     release.set()
     gevent.joinall(holding, raise_error=True)
     assert link.execute(lambda channel: channel.is_open, timeout=5)
+
+
+class Declares:
+    """Counts the channels opened and the queues declared (passively or not) while it is installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.channels = self.queues = 0
+        open_channel, declare = Connection.channel, Channel.queue_declare
+
+        def counted_channel(connection: Connection) -> Channel:
+            self.channels += 1
+            return open_channel(connection)
+
+        def counted_declare(channel: Channel, *args: Any, **kwargs: Any) -> Any:
+            self.queues += 1
+            return declare(channel, *args, **kwargs)
+
+        monkeypatch.setattr(Connection, "channel", counted_channel)
+        monkeypatch.setattr(Channel, "queue_declare", counted_declare)
+
+
+def test_a_receive_from_a_queue_created_here_asks_the_broker_nothing_more(make_server, make_client, monkeypatch):
+    client = make_client()
+    server = make_server(consume_default_queue=False)
+    server.add_function(lambda user: user, "whoami")
+    server.serve()
+    server.create_new_request_queue("alice", expires=60)
+    client.create_new_request_queue("bob")
+    counted = Declares(monkeypatch)
+    receiver = server.receive_from_queue("alice", block=False)
+    assert (counted.channels, counted.queues) == (0, 0)
+    assert client.call(routing_key="alice", timeout=10).whoami("alice") == "alice"
+    receiver.stop()
+    server.receive_from_queue("bob", block=False).stop()  # made elsewhere: the server asks whether it exists
+    assert counted.queues == 1
+    with pytest.raises(ValueError, match="nobody"):
+        server.receive_from_queue("nobody", block=False)
+    # half of its expiry later, the server no longer takes alice's queue for granted
+    later = request_queues.monotonic() + 31
+    monkeypatch.setattr(request_queues, "monotonic", lambda: later)
+    server.receive_from_queue("alice", block=False).stop()
+    assert counted.queues == 3
+
+
+def test_a_queue_created_here_and_removed_elsewhere_is_a_value_error(make_server, make_client):
+    client = make_client()
+    server = make_server(consume_default_queue=False)
+    server.add_function(lambda user: user, "whoami")
+    server.serve()
+    server.create_new_request_queue("alice")
+    client.remove_request_queue("alice")
+    with pytest.raises(ValueError, match="alice"):
+        server.receive_from_queue("alice", block=False)
+    server.create_new_request_queue("alice")  # the server serves on, once its link reconnected
+    receiver = server.receive_from_queue("alice", block=False)
+    assert client.call(routing_key="alice", timeout=20).whoami("alice") == "alice"
+    receiver.stop()
+    assert receiver.wait(timeout=10)
