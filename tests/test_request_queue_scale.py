@@ -18,6 +18,8 @@ from amphora.link import OPERATION_CHANNELS
 pytestmark = pytest.mark.timeout(300)
 
 USERS = 10_000
+MAX_GAP = 3.0
+"""Seconds the 0.1 s timer may wait at most: the process shares 2 loaded cores (1.3 s seen at load 6)."""
 
 
 class Ticker:
@@ -82,7 +84,7 @@ def test_ten_thousand_concurrent_queue_operations_neither_hang_nor_fail(make_ser
 
     removing = [client.remove_request_queue(user, nowait=True) for user in users]
     gevent.joinall(removing, raise_error=True)
-    assert ticker.stop() < 2.0
+    assert ticker.stop() < MAX_GAP
 
 
 def test_operations_wait_for_a_channel_when_the_broker_allows_few(amqp_url, service):
@@ -92,7 +94,7 @@ def test_operations_wait_for_a_channel_when_the_broker_allows_few(amqp_url, serv
         creating = [client.create_new_request_queue(f"user{i}", nowait=True) for i in range(300)]
         gevent.joinall(creating, raise_error=True)
         assert all(g.successful() for g in creating)
-        assert ticker.stop() < 2.0
+        assert ticker.stop() < MAX_GAP
         assert client._publisher.connection is not None and client._publisher.connection.channel_max == 4
         removing = [client.remove_request_queue(f"user{i}", nowait=True) for i in range(300)]
         gevent.joinall(removing, raise_error=True)
