@@ -58,7 +58,7 @@ from .protocol import (
     make_serializer,
 )
 from .pubsub import PubSub
-from .request_queues import RequestQueues
+from .request_queues import KnownQueues, RequestQueues
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self.exit_timeout = exit_timeout
         self.uuid = uuid or uuid_module.uuid4().hex
         self._request_ids = RequestIds()
+        self._known_queues = KnownQueues()
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent

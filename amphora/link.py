@@ -17,13 +17,16 @@ from typing import TypeVar
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from .amqp import Channel, Connection, ConnectionParameters, Message
 from .amqp.errors import (
     AMQPError,
     AuthenticationError,
     ChannelClosed,
+    ChannelLimitReached,
     ConnectionClosed,
+    ConnectionLost,
     InvalidURL,
     NotFound,
     TLSError,
@@ -43,6 +46,10 @@ are retried."""
 MAX_BACKOFF = 2.0
 FAILURE_REPORT_INTERVAL = 30.0
 """Seconds between two ERROR reports of a link that keeps failing to reach any broker (the first one is at once)."""
+OPERATION_CHANNELS = 64
+"""Channels a link keeps at most for :meth:`Link.execute`: more concurrent operations wait their turn."""
+CHANNEL_WAIT = 0.1
+"""Seconds at most that an operation which found no free channel number waits before it tries again."""
 
 ConnectedHook = Callable[[Connection], None]
 ReadyHook = Callable[[Channel], None]
@@ -97,6 +104,9 @@ class Link:
         self._lost = Event()
         self._stopping = False
         self._greenlet: gevent.Greenlet | None = None
+        self._operation_turns = Semaphore(OPERATION_CHANNELS)
+        self._operation_channels: list[Channel] = []  # open, idle, for execute
+        self._channel_returned = Event()
 
     # --- registration --------------------------------------------------------------------------
 
@@ -194,28 +204,67 @@ class Link:
         )
 
     def execute(self, operation: Callable[[Channel], T], timeout: float | None = None) -> T:
-        """Run ``operation(channel)`` once connected, on a channel of its own (a channel error it causes
-        closes only that channel) and again if the connection is lost meanwhile.
+        """Run ``operation(channel)`` once connected, and again if the connection is lost meanwhile.
 
-        Raises the operation's channel errors, and TimeoutError if no connection comes within ``timeout``.
+        Each operation has a channel to itself (a channel error it causes closes only that channel), one of at
+        most :data:`OPERATION_CHANNELS`, kept open for the next operations: beyond those, operations wait their
+        turn. Raises the operation's channel errors, and TimeoutError if no connection and no channel come
+        within ``timeout``.
         """
         if self._greenlet is None:
             raise RuntimeError(f"{self.name} is not started: call serve() first")
         deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        retries = 0
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self.wait_ready(remaining):
-                raise TimeoutError(f"{self.name}: no broker connection within {timeout} s")
-            connection = self.connection
-            assert connection is not None
+            if not self.wait_ready(remaining()) or not self._operation_turns.acquire(timeout=remaining()):
+                raise TimeoutError(f"{self.name}: no broker connection or channel within {timeout} s")
             try:
-                channel = connection.channel()
-                try:
-                    return operation(channel)
-                finally:
-                    _close_quietly(channel)
-            except AMQPConnectionError as exc:
-                log.debug("%s: connection lost during an operation, retrying: %s", self.name, exc)
+                return self._operate(operation)
+            except (AMQPConnectionError, ChannelLimitReached) as exc:
+                log.debug("%s: an operation found no connection or channel, retrying: %s", self.name, exc)
+                left = remaining()
+                if left == 0.0:
+                    raise TimeoutError(f"{self.name}: no broker connection or channel within {timeout} s") from exc
+                limited = isinstance(exc, ChannelLimitReached)
+            finally:
+                self._operation_turns.release()
+            retries += 1
+            pause = min(MAX_BACKOFF, 0.01 * 2**retries, MAX_BACKOFF if left is None else left)
+            if limited:  # the broker allows fewer channels: wait for one to come back (or for others to close)
+                self._channel_returned.clear()
+                self._channel_returned.wait(min(pause, CHANNEL_WAIT))
+            else:
+                gevent.sleep(pause)
+
+    def _operate(self, operation: Callable[[Channel], T]) -> T:
+        connection = self.connection
+        if connection is None:
+            raise ConnectionLost(f"{self.name} is not connected")
+        while self._operation_channels:
+            channel = self._operation_channels.pop()
+            if channel.is_open and channel.connection is connection:
+                break
+        else:
+            channel = connection.channel()
+        try:
+            result = operation(channel)
+        except AMQPError:
+            self._keep_operation_channel(channel)
+            raise
+        except BaseException:  # killed, or a bug: the channel may be waiting for an answer
+            gevent.spawn(_close_quietly, channel)
+            raise
+        self._keep_operation_channel(channel)
+        return result
+
+    def _keep_operation_channel(self, channel: Channel) -> None:
+        if channel.is_open:
+            self._operation_channels.append(channel)
+            self._channel_returned.set()
 
     # --- running -------------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ from .protocol import (
 )
 from .pubsub import PubSub
 from .receiver import QueueReceiver
-from .request_queues import RequestQueues
+from .request_queues import KnownQueues, RequestQueues
 from .topology import DEAD_LETTER_LIMIT, Declaration, ServiceTopology
 from .workers import Workers
 
@@ -137,6 +137,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
+        self._receivers_pruned_at = 0
+        self._known_queues = KnownQueues()
         self._accepting = False  # from serve() until prepare_stop()
         self._stopped = Event()
         parameters = broker_parameters(url, urls, **connection_options)
@@ -266,12 +268,21 @@ class AmqpRpcServer(PubSub, RequestQueues):
         ValueError if the queue does not exist. Several receivers may run at once; each survives reconnects.
         """
         name = self.topology.request_queue(queue)
+        missing = f"no request queue {name!r}: create it first (create_new_request_queue)"
+        if name not in self._known_queues:  # else no need to ask: it was created here not long ago
+            try:
+                self._consumer.execute(lambda channel: channel.queue_declare(name, passive=True))
+            except NotFound:
+                raise ValueError(missing) from None
         try:
-            self._consumer.execute(lambda channel: channel.queue_declare(name, passive=True))
-        except NotFound:
-            raise ValueError(f"no request queue {name!r}: create it first (create_new_request_queue)") from None
-        receiver = QueueReceiver(self._consumer, name, self._on_request, max_calls, timeout)
-        self._receivers = [r for r in self._receivers if not r.done] + [receiver]
+            receiver = QueueReceiver(self._consumer, name, self._on_request, max_calls, timeout)
+        except NotFound:  # removed elsewhere since: the broker closed the link's channel, which reconnects
+            self._known_queues.forget(name)
+            raise ValueError(missing) from None
+        self._receivers.append(receiver)
+        if len(self._receivers) > 2 * self._receivers_pruned_at + 100:  # forget finished ones, in amortized O(1)
+            self._receivers = [r for r in self._receivers if not r.done]
+            self._receivers_pruned_at = len(self._receivers)
         if block:
             receiver.wait()
         return receiver

@@ -30,6 +30,7 @@ from .errors import (
     AMQPError,
     AuthenticationError,
     BrokerUnreachable,
+    ChannelLimitReached,
     ConnectionClosed,
     ConnectionLost,
     ConnectionTimeout,
@@ -200,11 +201,11 @@ class Connection:
     # --- channels ------------------------------------------------------------------------------
 
     def channel(self) -> Channel:
-        """Open a new channel."""
+        """Open a new channel; ChannelLimitReached if all ``channel_max`` are open."""
         self._raise_if_closed()
         channel_id = next((i for i in range(1, self.channel_max + 1) if i not in self._channels), None)
         if channel_id is None:
-            raise AMQPConnectionError(f"all {self.channel_max} channels are in use")
+            raise ChannelLimitReached(f"all {self.channel_max} channels are in use")
         channel = Channel(self, channel_id)
         self._channels[channel_id] = channel
         try:

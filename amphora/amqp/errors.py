@@ -63,6 +63,11 @@ class ConnectionClosed(ConnectionError):
 # --- channel level -----------------------------------------------------------------------------
 
 
+class ChannelLimitReached(AMQPError):
+    """Every channel number the connection allows (its negotiated ``channel_max``) is in use. The connection
+    is fine: a channel can be opened once another closes."""
+
+
 class ChannelClosed(AMQPError):
     """The channel was closed; by the broker this carries its reply code and text."""
 
