@@ -3,13 +3,15 @@
 ``python rpc_process.py SERVICE URL LOG [--concurrency N] [--fanout] [--name NAME] [--ignore]``
 
 Every execution is appended to LOG as ``pid function argument`` so tests can count executions. It prints
-``ready`` once serving and stops gracefully on SIGTERM. ``--ignore`` makes ``maybe`` raise IgnoreRequest.
+``ready`` once serving and stops gracefully on SIGTERM. ``--ignore`` makes ``maybe`` raise IgnoreRequest;
+``block`` stalls the whole process.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import gevent
 
@@ -42,6 +44,13 @@ def main() -> None:
     def slow(seconds, tag):
         record("slow", tag)
         gevent.sleep(seconds)
+        return tag
+
+    @server.add_function
+    def block(seconds, tag):
+        """Blocks the whole process, not only its greenlet (as a non-cooperative handler does)."""
+        record("block", tag)
+        time.sleep(seconds)
         return tag
 
     @server.add_function
