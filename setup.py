@@ -39,6 +39,7 @@ setup(
             "mypy>=2.4,<2.5",
             "sphinx>=7",
             "furo>=2024.1.29",
+            "pika>=1.3",  # docs/protocol.rst's example of a foreign client, run by tests/test_docs_examples.py
         ],
         "bench": ["pika>=1.3"],
         "docs": ["sphinx>=7", "furo>=2024.1.29"],
