@@ -8,12 +8,12 @@ from .amqp import Properties
 
 
 class Reply:
-    """A reply as published, kept to answer a redelivery of its request."""
+    """A reply as published, kept to answer a copy of its request: to the copy's own ``reply_to`` (its
+    ``correlation_id`` is the request id, the same for every copy)."""
 
-    __slots__ = ("body", "properties", "routing_key")
+    __slots__ = ("body", "properties")
 
-    def __init__(self, routing_key: str, body: bytes, properties: Properties) -> None:
-        self.routing_key = routing_key
+    def __init__(self, body: bytes, properties: Properties) -> None:
         self.body = body
         self.properties = properties
 

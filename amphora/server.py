@@ -338,7 +338,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     def _on_request(self, message: Message, handled: Callable[[], None] | None = None) -> bool:
         """A delivery (reader greenlet): answer from memory, join a running copy, or hand it to a worker
-        (True: ``handled()`` is called once the worker is done with it)."""
+        (True: ``handled()`` is called once the worker is done with it). Every copy of a request that
+        wants a reply gets its own, to its own ``reply_to``."""
         if not self._accepting:
             settle_quietly(message.reject, True)
             return False
@@ -353,7 +354,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 if reply is None:  # a cast that already ran
                     settle_quietly(message.ack)
                 else:
-                    self._publish_reply(reply, request_id, [message])
+                    self._answer(message, reply)
                 return False
             self._running[request_id] = [message]
         self._workers.submit(self._handle_or_hand_back, message, handled)
@@ -362,13 +363,36 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def _handle_or_hand_back(self, message: Message) -> None:
         """Handle a request (in a worker); if the handling itself dies (killed, or a bug), hand the request
         back to the broker rather than leave it unanswered."""
+        owned = self._owned(message)
+        if owned is None:
+            return
         try:
-            self._handle(message)
+            self._handle(owned)
         except BaseException:
-            request_id = message.properties.message_id
-            for delivery in self._running.pop(request_id, [message]) if request_id else [message]:
+            request_id = owned.properties.message_id
+            for delivery in self._running.pop(request_id, [owned]) if request_id else [owned]:
                 settle_quietly(delivery.reject, True)
             raise
+
+    def _owned(self, message: Message) -> Message | None:
+        """The delivery to handle a request by, as a worker takes it: ``message`` itself, or, if the
+        connection it came on is gone, a copy that came on an open one; None if there is none.
+
+        A request whose connection is gone is not started: the broker has given it to another consumer,
+        which may have answered it already (typically after a handler blocked this process past the
+        heartbeat: see :meth:`~amphora.amqp.Connection.check_stall`). It is dropped without a word to the
+        broker, which holds it for someone else.
+        """
+        message.channel.connection.check_stall()
+        if message.channel.is_open:
+            return message
+        request_id = message.properties.message_id
+        copies = [d for d in self._running.pop(request_id, ()) if d.channel.is_open] if request_id else []
+        if not copies:
+            log.debug("not starting request %s: the connection it came on is gone", request_id)
+            return None
+        self._running[str(request_id)] = copies
+        return copies[0]
 
     def _handle(self, message: Message) -> None:
         properties = message.properties
@@ -443,6 +467,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def _reply(
         self, message: Message, body: bytes, serializer: Serializer, headers: dict[str, Any] | None = None
     ) -> None:
+        """Answer a request: remember the reply, and publish it to every copy of the request held."""
         # never None here: _handle and _refuse only reply to requests that carry a message_id
         request_id: str = message.properties.message_id  # type: ignore[assignment]
         body, encoding = compress(body, self.compress_threshold)
@@ -453,20 +478,28 @@ class AmqpRpcServer(PubSub, RequestQueues):
             correlation_id=request_id,
             headers={**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name},
         )
-        reply = Reply(str(message.properties.reply_to), body, properties)
-        self._publish_reply(reply, request_id, self._running.get(request_id) or [message])
+        reply = Reply(body, properties)
+        self._answered.remember(request_id, reply)  # from now on, a copy that arrives is answered from memory
+        for delivery in self._running.pop(request_id, None) or [message]:
+            self._answer(delivery, reply)
 
-    def _publish_reply(self, reply: Reply, request_id: str, deliveries: list[Message]) -> None:
+    def _answer(self, delivery: Message, reply: Reply) -> None:
+        """Publish ``reply`` to the caller of ``delivery`` (its own ``reply_to``); acknowledge the delivery
+        once the broker confirmed the reply. A copy without ``reply_to`` (sent as a cast) is acknowledged."""
+        reply_to = delivery.properties.reply_to
+        if not reply_to:
+            settle_quietly(delivery.ack)
+            return
+
         def on_confirmed(error: BaseException | None) -> None:
             if error is not None:
+                request_id = reply.properties.correlation_id
                 log.warning("reply to %s could not be delivered (%s): its caller is gone", request_id, error)
-            self._answered.remember(request_id, reply)
-            for delivery in self._running.pop(request_id, deliveries):
-                settle_quietly(delivery.ack)
+            settle_quietly(delivery.ack)
 
         self._outbox.publish(
             self.topology.response_exchange,
-            reply.routing_key,
+            reply_to,
             reply.body,
             reply.properties,
             mandatory=True,

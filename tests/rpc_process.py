@@ -4,7 +4,8 @@
 
 Every execution is appended to LOG as ``pid function argument`` so tests can count executions. It prints
 ``ready`` once serving and stops gracefully on SIGTERM. ``--ignore`` makes ``maybe`` raise IgnoreRequest.
-``block`` blocks the whole process (the hub too) until a file exists, as a handler that never yields would.
+``block`` blocks the whole process (the hub too) until a file exists, as a handler that never yields would;
+``stall`` does so for a number of seconds.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def main() -> None:
         record("block", path)
         while not os.path.exists(path):
             time.sleep(0.01)
+
+    @server.add_function
+    def stall(seconds, tag):
+        """Blocks the whole process, not only its greenlet (as a non-cooperative handler does)."""
+        record("stall", tag)
+        time.sleep(seconds)
+        return tag
 
     @server.add_function
     def maybe(tag):

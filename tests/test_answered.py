@@ -9,7 +9,7 @@ pytestmark = pytest.mark.timeout(10)
 
 
 def reply(size: int) -> Reply:
-    return Reply("client", b"x" * size, Properties())
+    return Reply(b"x" * size, Properties())
 
 
 def test_oldest_replies_go_first_when_over_the_count():

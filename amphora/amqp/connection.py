@@ -13,14 +13,17 @@ import collections
 import itertools
 import logging
 import platform
+import select
 import socket as _stdlib_socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, Self, cast
 
 import gevent
 from gevent import socket
 from gevent.event import AsyncResult
+from gevent.monkey import get_original
 from pamqp import commands
 from pamqp.common import FieldTable
 
@@ -47,6 +50,10 @@ log = logging.getLogger(__name__)
 
 SILENT_TICKS_LIMIT = 4
 """Heartbeat ticks (half intervals) without a byte from the broker before the connection counts as lost."""
+STALL = 0.75
+"""Heartbeat intervals after the last tick from which the process counts as stalled (ticks come every half)."""
+_poll = get_original("select", "poll")  # never the cooperative one: a stall check must not yield
+_PEER_CLOSED = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 CLIENT_CAPABILITIES: FieldTable = {
     "publisher_confirms": True,
@@ -94,6 +101,7 @@ class Connection:
         self.reads = QuietReads()
         """Holds back the reader's wake-ups for publisher confirms, when asked to (:mod:`amphora.amqp.quiet`)."""
         self._received_since_tick = False
+        self._ticked_at = 0.0
         self._greenlets: list[gevent.Greenlet] = []
         self._error: BaseException | None = None
         self._close_ok = AsyncResult()
@@ -131,6 +139,7 @@ class Connection:
             self.reads = QuietReads(raw)
         self._greenlets = [gevent.spawn(self._read_loop), self._writer.start(self._sock, self._raw_socket)]
         if self.heartbeat:
+            self._ticked_at = time.monotonic()
             self._greenlets.append(gevent.spawn(self._heartbeat_loop))
         log.debug("connected to %s (frame_max=%d heartbeat=%d)", self.parameters.url, self.frame_max, self.heartbeat)
         return self
@@ -343,6 +352,10 @@ class Connection:
         silent_ticks = 0
         while self._error is None:
             gevent.sleep(interval)
+            self.check_stall()
+            if self._error is not None:
+                return
+            self._ticked_at = time.monotonic()
             if not self._writer.sent_since_tick:
                 self._writer.send(frames.HEARTBEAT)
             self._writer.sent_since_tick = False
@@ -352,6 +365,36 @@ class Connection:
                 self._fail(
                     ConnectionLost(f"no heartbeat from {self.parameters.url} for {silent_ticks * interval:.1f} s")
                 )
+
+    def check_stall(self) -> None:
+        """End the connection at once if the process stalled and the broker closed the socket meanwhile.
+
+        A handler that blocks the whole process (a sleep that does not yield, a long computation) longer than
+        the heartbeat makes the broker close the connection and give its unacknowledged deliveries to other
+        consumers; until the reader runs again, the connection still looks open. This notices it without
+        yielding: after a late heartbeat tick it polls the socket for the broker's close (a syscall); when
+        the ticks are on time it only reads the clock.
+        """
+        if not self.heartbeat or self._error is not None or self._sock is None:
+            return
+        stalled = time.monotonic() - self._ticked_at
+        if stalled < self.heartbeat * STALL or not self._peer_closed():
+            return
+        self._fail(
+            ConnectionLost(
+                f"the broker at {self.parameters.url} closed the connection while this process did not run for"
+                f" {stalled:.1f} s, longer than the heartbeat ({self.heartbeat} s): did a handler block it?"
+            )
+        )
+
+    def _peer_closed(self) -> bool:
+        assert self._sock is not None
+        poll = _poll()
+        try:
+            poll.register(self._sock.fileno(), _PEER_CLOSED)
+        except (OSError, ValueError):  # closed under us
+            return True
+        return bool(poll.poll(0))
 
     # --- closing and failure -------------------------------------------------------------------
 
