@@ -197,23 +197,24 @@ def parse_argument(text: str) -> Any:
         return text
 
 
+def _converted(text: str, convert: Callable[[str], Any], noun: str) -> Any:
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+
+
 def positive_float(text: str) -> float:
     """``--timeout``: a number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value: float = _converted(text, float, "a number")
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """``--expect``, ``--concurrency``: a whole number above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    """``--expect``, ``--concurrency``, ``--limit``: a whole number above zero."""
+    value: int = _converted(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
