@@ -98,6 +98,7 @@ class Served:
             cwd=cwd,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a process group of its own, as in a terminal
         )
         self.lines: list[str] = []
         self.new_lines: Queue = Queue()
@@ -161,6 +162,16 @@ def test_two_processes_both_serve_and_log_which_wrote_what(served, make_client):
         assert re.search(rf"\[process {index}/2 pid \d+\] amphora.cli: serving ", log)
         assert re.search(rf"\[process {index}/2 pid \d+\] amphora.cli: stopped", log)
     assert re.search(r"\[supervisor pid \d+\] amphora.supervisor: signal 15: stopping the 2 server", log)
+
+
+def test_ctrl_c_reaching_every_process_stops_each_once(served, make_client):
+    supervisor = served("--processes", "2")
+    answering_pids(make_client(timeout=20), 2)
+    os.killpg(supervisor.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the children get it too
+    assert supervisor.wait() == 0
+    log = "".join(supervisor.lines)
+    assert log.count("stopping (finishing running requests") == 2  # the supervisor's SIGTERM found them stopping
+    assert log.count("amphora.cli: stopped") == 2
 
 
 def test_a_child_killed_is_restarted_with_its_exit_status_logged(served, make_client):
