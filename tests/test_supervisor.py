@@ -219,6 +219,24 @@ def test_a_target_that_fails_to_import_ends_the_supervisor_at_once_with_its_erro
     assert re.search(r"process 0 \(pid \d+\) exited with status 1 before it served: giving up", log)
 
 
+def test_a_process_that_keeps_failing_to_start_ends_everything_with_status_2(served, tmp_path, service):
+    (tmp_path / f"{service}_second.py").write_text(
+        SERVER_MODULE.format(service=service)
+        + "\nif os.environ['AMPHORA_PROCESS'].startswith('1/'):\n    raise SystemExit(3)\n"
+    )
+    supervisor = served("--processes", "2", target=f"{service}_second:make")  # process 0 serves, 1 cannot
+    assert supervisor.wait(timeout=60) == 2  # after 4 restarts, 0.5 + 1 + 2 + 4 s apart
+    log = "".join(supervisor.lines)
+    assert re.findall(r"process 1 \(pid \d+\) exited with status 3 .*restarting it in (\S+) s", log) == [
+        "0.5",
+        "1.0",
+        "2.0",
+        "4.0",
+    ]
+    assert re.search(r"process 1 \(pid \d+\) exited with status 3 before it served: giving up", log)
+    assert re.search(r"\[process 0/2 pid \d+\] amphora.cli: stopped", log)  # the other one stopped gracefully
+
+
 def test_a_missing_module_is_reported_once(served):
     supervisor = served("--processes", "3", target="no_such_module_anywhere:make")
     assert supervisor.wait(timeout=30) == 2
