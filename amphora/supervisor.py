@@ -142,7 +142,7 @@ class Supervisor:
             pid, status, served, ran = self._run_child(index)
             what = f"process {index} (pid {pid}) {describe_status(status)}"
             if self._stopping.is_set():
-                if status != 0:
+                if status not in (0, -signal.SIGTERM, -signal.SIGINT):  # a signal may come before its handler
                     log.warning("%s while stopping", what)
                     self.status = self.status or 1
                 break

@@ -177,13 +177,13 @@ def test_ctrl_c_reaching_every_process_stops_each_once(served, make_client):
 def test_a_child_killed_is_restarted_with_its_exit_status_logged(served, make_client):
     supervisor = served("--processes", "2")
     client = make_client(timeout=20)
-    before = answering_pids(client, 2)
-    victim = min(before)
-    os.kill(victim, signal.SIGKILL)
+    victim = min(answering_pids(client, 2))
+    results = [client.defer.work(i) for i in range(200)]
+    wait_until(lambda: sum(result.ready() for result in results) >= 20, timeout=30)
+    os.kill(victim, signal.SIGKILL)  # under load: the requests it held go to the other process
     supervisor.wait_for_line(rf"process \d \(pid {victim}\) was killed by signal 9 \(SIGKILL\) .*restarting it in")
     restarted = supervisor.wait_for_line(r"process \d started \(pid (\d+)\)")
-    for i in range(20):  # calls go on meanwhile
-        assert client.call.work(i)[0] == i
+    assert [result.get(timeout=60)[0] for result in results] == list(range(200))  # every call answered
     wait_until(lambda: client.call.whoami()[1] == int(restarted[1]), timeout=30)  # the new one serves too
     supervisor.process.send_signal(signal.SIGTERM)
     assert supervisor.wait() == 0
