@@ -43,7 +43,7 @@ from .fanout import AmqpRpcFanoutClient
 from .health import start_health_endpoint
 from .heap import tune_malloc
 from .server import AmqpRpcServer
-from .supervisor import Supervised, Supervisor, child_command, process_count, process_label, supervised
+from .supervisor import Supervised, Supervisor, child_command, process_label, supervised
 from .topology import ServiceTopology
 
 log = logging.getLogger("amphora.cli")
@@ -249,6 +249,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def process_count(text: str) -> int:
+    """``--processes``: a whole number above zero, or ``auto`` for the machine's cores."""
+    return (os.cpu_count() or 1) if text == "auto" else positive_int(text)
 
 
 def parse_kwargs(text: str) -> dict[str, Any]:

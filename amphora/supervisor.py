@@ -219,16 +219,6 @@ def process_label() -> str:
     return f"process {place} pid {os.getpid()}" if place else f"pid {os.getpid()}"
 
 
-def process_count(text: str) -> int:
-    """The value of ``--processes``: a positive number, or ``auto`` for the machine's cores."""
-    if text == "auto":
-        return os.cpu_count() or 1
-    count = int(text)  # ValueError: argparse says "invalid process_count value"
-    if count < 1:
-        raise ValueError(text)
-    return count
-
-
 def child_command(arguments: Sequence[str]) -> list[str]:
     """The command of a child: this Python running ``amphora`` with ``arguments``."""
     return [sys.executable, "-m", "amphora", *arguments]

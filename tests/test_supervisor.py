@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -13,8 +14,8 @@ import pytest
 from gevent import subprocess
 from gevent.queue import Queue
 
-from amphora.cli import main
-from amphora.supervisor import RestartPolicy, SlotState, after_exit, describe_status, process_count
+from amphora.cli import main, process_count
+from amphora.supervisor import RestartPolicy, SlotState, after_exit, describe_status
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -56,8 +57,10 @@ def test_exit_statuses_and_process_counts_read_well():
     assert describe_status(-9) == "was killed by signal 9 (SIGKILL)"
     assert process_count("auto") == (os.cpu_count() or 1)
     assert process_count("3") == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1, not 0"):
         process_count("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="'many' is not a whole number"):
+        process_count("many")
 
 
 def test_health_port_is_refused_with_processes(capsys):
