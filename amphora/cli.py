@@ -43,6 +43,7 @@ from .fanout import AmqpRpcFanoutClient
 from .health import start_health_endpoint
 from .heap import tune_malloc
 from .server import AmqpRpcServer
+from .supervisor import Supervised, Supervisor, child_command, process_label, supervised
 from .topology import ServiceTopology
 
 log = logging.getLogger("amphora.cli")
@@ -131,11 +132,41 @@ def on_stop_signals(handler: Callable[[], None]) -> None:
         gevent.signal_handler(signum, handler)
 
 
+def serve_processes(args: argparse.Namespace) -> int:
+    """``--processes N``: a supervisor of N children, each ``amphora serve`` with the same target and options."""
+    if args.health_port is not None:
+        raise CliError(
+            "--health-port answers for one server process: with --processes, give each process its own "
+            "container (or unit) and probe, or leave out --health-port"
+        )
+    arguments = ["serve", args.target, "--log-level", args.log_level]
+    for name in ("url", "concurrency"):
+        if getattr(args, name) is not None:
+            arguments += [f"--{name}", str(getattr(args, name))]
+    log.info("starting %d server process(es) of %s", args.processes, args.target)
+    return Supervisor(lambda index: child_command(arguments), args.processes).run()
+
+
+def on_ready(server: AmqpRpcServer, supervisor: Supervised | None) -> None:
+    log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
+    if supervisor is not None:
+        supervisor.ready()
+
+
+def orphaned() -> None:
+    """The supervisor is gone (killed): stop as on SIGTERM rather than serve unsupervised forever."""
+    log.warning("the supervisor is gone: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM, then stop gracefully. The process is ours: its heap keeps what it frees."""
+    if args.processes is not None:
+        return serve_processes(args)
     tune_malloc()
     options = {name: getattr(args, name) for name in ("url", "concurrency") if getattr(args, name) is not None}
     server = load_server(args.target, options)
+    supervisor = supervised(on_orphaned=orphaned)
     endpoint = None
     if args.health_port is not None:
         try:
@@ -143,12 +174,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"cannot listen on {args.health_host}:{args.health_port} for --health-port: {exc}") from None
     try:
-        server.serve_forever(
-            on_ready=lambda: log.info("serving %s as %s; Ctrl-C or SIGTERM stops", server.service_name, server.name)
-        )
+        server.serve_forever(on_ready=lambda: on_ready(server, supervisor))
     finally:
         if endpoint is not None:
             endpoint.stop(timeout=1)
+        if supervisor is not None:
+            supervisor.close()
     log.info("stopped")
     return 0
 
@@ -218,6 +249,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def process_count(text: str) -> int:
+    """``--processes``: a whole number above zero, or ``auto`` for the machine's cores."""
+    return (os.cpu_count() or 1) if text == "auto" else positive_int(text)
 
 
 def parse_kwargs(text: str) -> dict[str, Any]:
@@ -485,12 +521,20 @@ running ones and sends their replies (for at most the server's stop_timeout, 30 
 command exits with status 0. The process keeps the memory it frees for reuse (amphora.tune_malloc), unless
 MALLOC_*_ variables or GLIBC_TUNABLES set glibc's malloc.
 
+With --processes N (auto: one per core), a supervisor runs N such processes (each re-runs this command
+without --processes) and restarts any that dies, after a backoff. Process 0 starts first, the others once
+it serves; if it cannot (bad target, import error), the command exits with status 2. Ctrl-C or SIGTERM
+stops every process gracefully. Log lines say which process wrote them ([process 1/4 pid 1234]);
+$AMPHORA_PROCESS holds INDEX/COUNT in each, e.g. to give each its own metrics port. Not with
+--health-port (which answers for one process).
+
 With --health-port, GET http://HOST:PORT/health answers 200 while the server serves (started, not
 stopping, connected to the broker) and 503 otherwise: a liveness or readiness probe.
 
 examples:
   amphora serve examples.math_server:server
   amphora serve examples.math_server:server --health-port 8080   # curl -f localhost:8080/health
+  amphora serve examples.math_server:server --processes auto
   {ENVIRONMENT_VARIABLE}=amqp://guest:guest@rabbit:5672/ amphora serve myservice:server
   amphora serve myservice:make_server --url amqp://guest:guest@rabbit:5672/ --concurrency 10
 
@@ -588,6 +632,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests handled at once (default: the server's); only for a function",
     )
     serve.add_argument(
+        "--processes",
+        type=process_count,
+        metavar="N",
+        help="run N server processes (auto: one per core) under a supervisor that restarts any that dies",
+    )
+    serve.add_argument(
         "--health-port",
         type=int,
         metavar="PORT",
@@ -683,7 +733,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``amphora`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.run is cmd_serve:  # which process wrote the line: one of several, or their supervisor
+        label = f"supervisor pid {os.getpid()}" if args.processes is not None else process_label()
+        log_format = f"%(asctime)s %(levelname)s [{label}] %(name)s: %(message)s"
+    else:
+        log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level, format=log_format)
     try:
         return int(args.run(args))
     except ERROR_REPLIES as exc:

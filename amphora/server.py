@@ -235,7 +235,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """The main loop of a server process: serve until one of ``signals`` arrives, then stop gracefully
         (:meth:`stop`). ``on_ready()`` runs once the server is consuming."""
 
+        stopping: list[int] = []
+
         def on_signal(signum: int) -> None:
+            if stopping:  # e.g. Ctrl-C reaches a supervised process directly and through its supervisor
+                log.info("signal %d: already stopping", signum)
+                return
+            stopping.append(signum)
             log.info("signal %d: stopping (finishing running requests and sending their replies)", signum)
             self.stop()
 
