@@ -50,19 +50,26 @@ class RequestQueues:
     _known_queues: KnownQueues
 
     def create_new_request_queue(
-        self, queue: str, routing_key: str | None = None, nowait: bool = False, expires: float | None = None
+        self,
+        queue: str,
+        routing_key: str | None = None,
+        nowait: bool = False,
+        expires: float | None = None,
+        durable: bool = True,
     ) -> gevent.Greenlet | None:
         """Create the request queue ``rpc_{service}_queue_{queue}``, bound to the request exchange with
         ``routing_key`` (``queue`` itself by default), for servers' ``receive_from_queue(queue)``.
 
         With ``expires`` (seconds) the broker deletes the queue once it was that long without a consumer
-        (or a new declaration), so calls for a key nobody serves any more fail at once as Unroutable.
-        Waits until the broker created it (and for a connection, if there is none yet), unless ``nowait``:
-        then it is done in a greenlet, which is returned. Creating an existing queue again is harmless
-        (with the same ``expires``: the broker refuses to change a queue's arguments).
+        (or a new declaration), so calls for a key nobody serves any more fail at once as Unroutable. With
+        ``durable=False`` the queue, and what waits in it, does not outlive a broker restart (classic queues
+        only; see docs/longpolling.rst for why per-user queues may want that). Waits until the broker
+        created it (and for a connection, if there is none yet), unless ``nowait``: then it is done in a
+        greenlet, which is returned. Creating an existing queue again is harmless (with the same ``expires``
+        and ``durable``: the broker refuses to change a queue's arguments).
         """
         expires_ms = None if expires is None else int(expires * 1000)
-        declarations = self.topology.keyed_request_queue(queue, routing_key, expires_ms)
+        declarations = self.topology.keyed_request_queue(queue, routing_key, expires_ms, durable)
         name = self.topology.request_queue(queue)
 
         def create(channel: Channel) -> None:

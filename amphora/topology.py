@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -186,12 +186,16 @@ class ServiceTopology:
         ]
 
     def keyed_request_queue(
-        self, label: str, routing_key: str | None = None, expires_ms: int | None = None
+        self, label: str, routing_key: str | None = None, expires_ms: int | None = None, durable: bool = True
     ) -> list[Declaration]:
         """A per-key request queue ``rpc_{service}_queue_{label}``; with ``expires_ms`` it disappears that
-        long after it was last consumed or declared."""
+        long after it was last consumed or declared; not ``durable``, it does not outlive a broker restart."""
         name = self.request_queue(label)
         queue = self._request_queue_declaration(name)
+        if not durable:
+            if self.queue_type == "quorum":
+                raise ValueError("quorum queues are always durable: durable=False needs queue_type='classic'")
+            queue = replace(queue, durable=False)
         if expires_ms is not None:
             queue.arguments["x-expires"] = expires_ms
         return [queue, Binding(name, self.request_exchange, label if routing_key is None else routing_key)]

@@ -434,6 +434,22 @@ def test_a_session_ends_when_its_user_stops_polling(start_api, amqp_url, service
 
 
 @pytest.mark.timeout(60)
+def test_a_session_whose_queue_vanished_opens_again_at_the_next_poll(start_api, core, amqp_url, service):
+    api = start_api()
+    queue = f"rpc_{service}_queue_frank"
+    assert http_get(f"{api.base_url}/poll?user=frank", timeout=POLL_TIMEOUT + 5) == (200, b'{"messages": []}')
+    connection = connect(amqp_url)
+    connection.channel().queue_delete(queue)  # as a broker restart does to a queue that is not durable
+    connection.close()
+    eventually(lambda: queue_state(amqp_url, queue) is None, "frank's queue to be gone")
+    poll = gevent.spawn(http_get, f"{api.base_url}/poll?user=frank")
+    wait_until_polling(amqp_url, service, "frank")  # the poll made his queue again, with a new receiver
+    status, output = finish(core("frank", "back"))
+    assert status == 0, output
+    assert poll.get(timeout=15) == (200, b'{"messages": ["back"]}')
+
+
+@pytest.mark.timeout(60)
 def test_message_to_a_user_nobody_polls_for_is_unroutable(start_api, core):
     start_api()
     status, output = finish(core("dave", "anyone there?"))

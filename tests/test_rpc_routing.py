@@ -17,7 +17,7 @@ from amphora import (
     Unroutable,
 )
 from amphora.amqp import Channel, connect
-from amphora.amqp.errors import PreconditionFailed
+from amphora.amqp.errors import NotFound, PreconditionFailed
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -244,3 +244,29 @@ def test_finished_receiver_takes_back_nothing_while_its_cancel_waits(
         show_server.receive_from_queue("olga", max_calls=1, timeout=10)
     assert [text for _, text in show_server.shown] == ["0", "1", "2"]
     assert [r.get(timeout=5) for r in results] == [1, 2, 3]
+
+
+@pytest.mark.timeout(90)
+def test_a_request_queue_made_not_durable_is_gone_after_a_broker_restart(private_rabbit_node, service):
+    node = private_rabbit_node
+    client = AmqpRpcClient(service, url=node.url, timeout=5)
+    try:
+        client.create_new_request_queue("kept")
+        client.create_new_request_queue("passing", durable=False)
+        node.stop()
+        node.start()
+        channel = connect(node.url).channel()
+        channel.queue_declare(f"rpc_{service}_queue_kept", passive=True)  # a durable one survives
+        with pytest.raises(NotFound):
+            channel.queue_declare(f"rpc_{service}_queue_passing", passive=True)
+    finally:
+        client.stop()
+
+
+def test_quorum_request_queues_cannot_be_made_not_durable(amqp_url, service):
+    client = AmqpRpcClient(service, url=amqp_url, queue_type="quorum")
+    try:
+        with pytest.raises(ValueError, match="quorum queues are always durable"):
+            client.create_new_request_queue("passing", durable=False)
+    finally:
+        client.stop()

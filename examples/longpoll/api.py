@@ -186,12 +186,15 @@ class LongPollApi:
     def _session(self, user: str) -> Session:
         """The user's session, opened now if there is none: their queue made, a receiver started on it."""
         session = self.sessions.get(user)
-        if session is not None:
+        if session is not None and not (session.receiver is not None and session.receiver.done):
             return session
+        if session is not None:  # its receiver ended: the queue was deleted, or did not survive a broker restart
+            session.end()
         session = self.sessions[user] = Session()
         try:
-            # gone once nobody polled for a while (and no session consumes it)
-            self.server.create_new_request_queue(user, expires=max(60.0, 3 * self.poll_timeout))
+            # gone once nobody polled for a while (and no session consumes it), and at a broker restart:
+            # transient messages need no durable queue, and the broker recovers many durable ones slowly
+            self.server.create_new_request_queue(user, expires=max(60.0, 3 * self.poll_timeout), durable=False)
             session.receiver = self.server.receive_from_queue(user, block=False)
         except BaseException:
             self.sessions.pop(user, None)
