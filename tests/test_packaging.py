@@ -3,6 +3,7 @@ environment where the ``amphora`` command runs and a client calls a server throu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -36,7 +37,9 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def run(*command: str | Path, cwd: Path) -> str:
-    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=500)
+    # without PYTHONPATH: a checkout on it (and the egg-info the build leaves there) would pass for the install
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=500, env=env)
     assert result.returncode == 0, f"{' '.join(map(str, command))}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
