@@ -50,7 +50,24 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-class JsonSerializer:
+class _MsgspecSerializer:
+    """A serializer of msgspec's: ``codec`` is ``msgspec.json`` or ``msgspec.msgpack``."""
+
+    content_type: str
+    codec: Any
+
+    def __init__(self) -> None:
+        self._encode = self.codec.Encoder().encode
+        self._decode = self.codec.Decoder().decode
+
+    def dumps(self, value: Any) -> bytes:
+        return self._encode(value)
+
+    def loads(self, data: bytes) -> Any:
+        return self._decode(data)
+
+
+class JsonSerializer(_MsgspecSerializer):
     """JSON, the default: readable, safe, spoken by every language. msgspec encodes and decodes it.
 
     Beyond JSON's own types it writes tuples, sets and frozensets as arrays, datetimes, dates and times in
@@ -62,35 +79,18 @@ class JsonSerializer:
     """
 
     content_type = "application/json"
-
-    def __init__(self) -> None:
-        self._encode = msgspec.json.Encoder().encode
-        self._decode = msgspec.json.Decoder().decode
-
-    def dumps(self, value: Any) -> bytes:
-        return self._encode(value)
-
-    def loads(self, data: bytes) -> Any:
-        return self._decode(data)
+    codec = msgspec.json
 
 
-class MsgpackSerializer:
+class MsgpackSerializer(_MsgspecSerializer):
     """MessagePack: smaller and faster than JSON, and carries bytes. msgspec encodes and decodes it, strings as
-    ``str`` and bytes as ``bin`` (as msgpack-python's ``packb(use_bin_type=True)`` and ``unpackb(raw=False)``);
-    timezone-aware datetimes travel as MessagePack timestamps and arrive as datetimes (in UTC), the other types
-    beyond MessagePack's own as :class:`JsonSerializer` writes them."""
+    ``str`` and bytes as ``bin`` (as msgpack-python's ``packb(use_bin_type=True)`` and ``unpackb(raw=False)``).
+    Integers must lie between -2**63 and 2**64 - 1 (:exc:`OverflowError`), integer keys stay integers, and
+    timezone-aware datetimes travel as MessagePack timestamps and arrive as datetimes in UTC; the other types
+    beyond MessagePack's own are written as :class:`JsonSerializer` writes them."""
 
     content_type = "application/msgpack"
-
-    def __init__(self) -> None:
-        self._encode = msgspec.msgpack.Encoder().encode
-        self._decode = msgspec.msgpack.Decoder().decode
-
-    def dumps(self, value: Any) -> bytes:
-        return self._encode(value)
-
-    def loads(self, data: bytes) -> Any:
-        return self._decode(data)
+    codec = msgspec.msgpack
 
 
 RpcJsonSerializer = JsonSerializer
