@@ -50,8 +50,8 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
-_EXACT_COPY_FROM = 4096
-"""Bodies longer than this are copied to their exact size (2 us for W3's 87 KB)."""
+_KEPT_BUFFER = 1 << 20
+"""A serializer keeps its encoding buffer after a body of up to this many bytes (1 MiB)."""
 
 
 class _MsgspecSerializer:
@@ -61,14 +61,24 @@ class _MsgspecSerializer:
     codec: Any
 
     def __init__(self) -> None:
-        self._encode = self.codec.Encoder().encode
+        encoder = self.codec.Encoder()
+        self._encode, self._encode_into = encoder.encode, encoder.encode_into
         self._decode = self.codec.Decoder().decode
+        self._buffers = [bytearray()]
 
     def dumps(self, value: Any) -> bytes:
-        data: bytes = self._encode(value)
-        # msgspec's bytes keep the buffer it grew by halves, up to half their size again: an exact copy of a
-        # large body lets that go at once, before the body waits in an outbox or an answered-requests memory
-        return memoryview(data).tobytes() if len(data) > _EXACT_COPY_FROM else data
+        # msgspec grows a new buffer by halves for every body and its bytes keep it (up to half their size
+        # again): encoding into one kept buffer and copying out the body's exact size spares a large body the
+        # growing and the heap the churn (W3 in a new process: 35 -> 21 page faults per call)
+        try:
+            buffer = self._buffers.pop()  # atomic: a thread that finds none encodes on its own
+        except IndexError:
+            return self._encode(value)
+        try:
+            self._encode_into(value, buffer)
+            return bytes(buffer)
+        finally:
+            self._buffers.append(buffer if len(buffer) <= _KEPT_BUFFER else bytearray())
 
     def loads(self, data: bytes) -> Any:
         return self._decode(data)

@@ -9,6 +9,7 @@ import enum
 import json
 import math
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -184,6 +185,17 @@ def test_bodies_own_little_spare_buffer(make_value, count, most_per_body):
     finally:
         tracemalloc.stop()
     assert held < count * most_per_body, f"{held / count:.0f} bytes per {len(bodies[-1])}-byte body"
+
+
+@pytest.mark.parametrize("serializer", [JsonSerializer(), MsgpackSerializer()], ids=["json", "msgpack"])
+def test_threads_encode_at_once_and_a_huge_body_gives_its_buffer_back(serializer):
+    values = [{"n": i, "pad": "x" * (i * 5000)} for i in range(40)] * 5
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(serializer.dumps, values))
+    assert [serializer.loads(body) for body in bodies] == values
+    assert serializer.loads(serializer.dumps("y" * 3_000_000)) == "y" * 3_000_000
+    assert [len(buffer) for buffer in serializer._buffers] == [0]  # not 3 MB kept
+    assert serializer.loads(serializer.dumps([1])) == [1]
 
 
 def test_request_and_reply_bodies_round_trip():
