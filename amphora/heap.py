@@ -21,8 +21,8 @@ TRIM_THRESHOLD = 32 * 1024 * 1024
 rising with the largest block it mapped and freed)."""
 MMAP_THRESHOLD = 4 * 1024 * 1024
 """Blocks from this size on get memory of their own from the kernel, given back when freed; smaller ones
-come from the heap. orjson reserves about twelve times a long string while encoding it (1 MiB for 87 KB),
-so the default 128 KiB would map and unmap such a block for every large message."""
+come from the heap. A large body is a block of its own (its encoding buffer is kept), so the default 128 KiB
+would map and unmap one for every large message."""
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3

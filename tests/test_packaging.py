@@ -3,6 +3,7 @@ environment where the ``amphora`` command runs and a client calls a server throu
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,7 @@ server.add_function(lambda x, y: x + y, name="add")
 server.serve()
 client = AmqpRpcClient("packaging_smoke", url=sys.argv[1], timeout=20)
 print(client.call.add(2, 3))
+assert "orjson" not in sys.modules and "msgpack" not in sys.modules  # msgspec is the only codec
 client.stop()
 server.stop()
 """
@@ -35,7 +37,9 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def run(*command: str | Path, cwd: Path) -> str:
-    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=500)
+    # without PYTHONPATH: a checkout on it (and the egg-info the build leaves there) would pass for the install
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=500, env=env)
     assert result.returncode == 0, f"{' '.join(map(str, command))}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -59,6 +63,8 @@ def test_the_wheel_holds_the_package_its_data_and_the_command(built):
     assert not any(name.startswith(("tests/", "bench/", "examples/")) for name in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "amphora = amphora.cli:main" in zipfile.ZipFile(built["wheel"]).read(entry_points).decode()
+    metadata = zipfile.ZipFile(built["wheel"]).read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+    assert "Requires-Dist: msgspec" in metadata.decode()  # the codec of every install, not an extra's
 
 
 def test_the_sdist_holds_the_sources_and_the_metadata(built):
