@@ -16,6 +16,7 @@ from typing import Any
 from gevent.event import Event
 
 from .amqp import Connection, Message, Properties
+from .amqp.properties import replaced
 from .compression import BodyRefused, decompress
 from .protocol import (
     HEADER_CLIENT,
@@ -35,6 +36,7 @@ DROPPED_ON_REQUEUE = (HEADER_DEAD, HEADER_REASON, HEADER_DEADLINE, "x-death", "x
                       "x-first-death-queue", "x-first-death-reason")  # fmt: skip
 """Headers a requeued request sheds: the marks of its refusal, and the deadline that has likely passed."""
 REQUEUED_SUFFIX = ".requeued"
+_DEFAULT_SERIALIZER = make_serializer(None)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def _death_reason(headers: dict[str, Any]) -> str | None:
 
 def _function_and_arguments(message: Message) -> tuple[str, str]:
     properties = message.properties
-    serializer = serializer_for(properties.content_type, make_serializer(None))
+    serializer = serializer_for(properties.content_type, _DEFAULT_SERIALIZER)
     if serializer is None:
         return f"? ({properties.content_type})", "-"
     try:
@@ -93,11 +95,10 @@ def requeued_properties(properties: Properties) -> Properties:
     """A dead letter's properties for its way back to the request queue: the same call and reply address,
     without the marks of its refusal, its expiration or its deadline, under a new id (``ID.requeued``): the
     servers remember the refused id as answered, and would answer the copy with the refusal again."""
-    again = Properties(**{slot: getattr(properties, slot) for slot in Properties.__slots__})
-    again.headers = {k: v for k, v in (properties.headers or {}).items() if k not in DROPPED_ON_REQUEUE}
-    again.expiration = None
-    again.message_id = f"{properties.message_id}{REQUEUED_SUFFIX}"
-    return again
+    headers = {k: v for k, v in (properties.headers or {}).items() if k not in DROPPED_ON_REQUEUE}
+    return replaced(
+        properties, headers=headers, expiration=None, message_id=f"{properties.message_id}{REQUEUED_SUFFIX}"
+    )
 
 
 class DeadLetterQueue:

@@ -21,7 +21,7 @@ from .link import Link, settle_quietly
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Message], object]
+Dispatch = Callable[[Message], None]
 """``dispatch(message)``: hands a request to the server, which settles it (ack or reject) once done with it."""
 
 

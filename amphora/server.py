@@ -25,6 +25,7 @@ from gevent.event import Event
 from . import exiting
 from .amqp import Message, Properties
 from .amqp.errors import NotFound
+from .amqp.properties import replaced
 from .answered import AnsweredRequests, Reply
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -212,7 +213,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         exiting.running(self)
         if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
             self._consumer_ids = [
-                self._consumer.add_consumer(self._request_queue, self._take_request, on_cancel=self._on_queue_deleted)
+                self._consumer.add_consumer(self._request_queue, self._on_request, on_cancel=self._on_queue_deleted)
             ]
         start_links((self._consumer, self._publisher), "serving")
         if not nowait:
@@ -338,33 +339,27 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     # --- requests ------------------------------------------------------------------------------
 
-    def _take_request(self, message: Message) -> None:
-        """A delivery from the service's request queue (reader greenlet)."""
-        self._on_request(message)
-
-    def _on_request(self, message: Message, handled: Callable[[], None] | None = None) -> bool:
-        """A delivery (reader greenlet): answer from memory, join a running copy, or hand it to a worker
-        (True: ``handled()`` is called once the worker is done with it). Every copy of a request that
-        wants a reply gets its own, to its own ``reply_to``."""
+    def _on_request(self, message: Message) -> None:
+        """A delivery (reader greenlet): answer from memory, join a running copy, or hand it to a worker.
+        Every copy of a request that wants a reply gets its own, to its own ``reply_to``."""
         if not self._accepting:
             settle_quietly(message.reject, True)
-            return False
+            return
         request_id = message.properties.message_id
         if request_id:
             running = self._running.get(request_id)
             if running is not None:
                 running.append(message)
-                return False
+                return
             if request_id in self._answered:
                 reply = self._answered.get(request_id)
                 if reply is None:  # a cast that already ran
                     settle_quietly(message.ack)
                 else:
                     self._answer(message, reply)
-                return False
+                return
             self._running[request_id] = [message]
-        self._workers.submit(self._handle_or_hand_back, message, handled)
-        return True
+        self._workers.submit(self._handle_or_hand_back, message)
 
     def _handle_or_hand_back(self, message: Message) -> None:
         """Handle a request (in a worker); if the handling itself dies (killed, or a bug), hand the request
@@ -519,9 +514,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         properties = message.properties
         headers = {k: v for k, v in (properties.headers or {}).items() if k != HEADER_CLIENT}
         headers.update({HEADER_DEAD: REFUSED, HEADER_REASON: reason[:1000]})
-        dead = Properties(**{slot: getattr(properties, slot) for slot in Properties.__slots__})
-        dead.headers = headers
-        dead.expiration = None
+        dead = replaced(properties, headers=headers, expiration=None)
         can_reply = bool(properties.message_id and properties.reply_to)
 
         def on_dead_lettered(error: BaseException | None) -> None:

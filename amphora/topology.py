@@ -172,9 +172,8 @@ class ServiceTopology:
         arguments: dict[str, Any] = {}
         if self.dead_letter_limit is not None:
             arguments = {"x-max-length": self.dead_letter_limit, "x-overflow": "drop-head"}
-        queue = self._queue(self.dead_queue, arguments)
         return [
-            Queue(queue.name, arguments=queue.arguments, keep_existing=True),
+            replace(self._queue(self.dead_queue, arguments), keep_existing=True),
             Binding(self.dead_queue, self.dead_exchange, arguments={"x-match": "all", HEADER_DEAD: REFUSED}),
         ]
 

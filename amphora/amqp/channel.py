@@ -22,6 +22,7 @@ from .errors import (
 from .frames import ContentHeader
 from .message import Confirmation, Message, Properties
 from .methods import Ack, Deliver, Nack, Return
+from .properties import replaced
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -494,6 +495,4 @@ class Channel:
 
 def _with_header(properties: Properties, name: str, value: Any) -> Properties:
     """A copy of ``properties`` with one more header."""
-    values = {slot: getattr(properties, slot) for slot in Properties.__slots__}
-    values["headers"] = {**(properties.headers or {}), name: value}
-    return Properties(**values)
+    return replaced(properties, headers={**(properties.headers or {}), name: value})

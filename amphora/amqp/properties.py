@@ -23,6 +23,15 @@ _FIELDS = tuple(
     (name, Properties.flags[name], _KINDS[getattr(Properties, "_" + name)]) for name in Properties.__slots__
 )
 _FLAGS = struct.Struct(">H")
+
+
+def replaced(properties: Properties, **changes: object) -> Properties:
+    """A copy of ``properties`` with the fields named in ``changes`` set to new values."""
+    values = {slot: getattr(properties, slot) for slot in Properties.__slots__}
+    values.update(changes)
+    return Properties(**values)
+
+
 _LENGTH = struct.Struct(">I")
 _TABLE_INTEGERS = {
     ord("b"): struct.Struct(">b"),
