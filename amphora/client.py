@@ -7,7 +7,6 @@ durable reply queue, which outlives a lost connection; replies nobody waits for 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
@@ -19,7 +18,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from . import exiting
-from .amqp import Connection, Message, Properties
+from .amqp import Connection, Message
 from .amqp.errors import AMQPError
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -43,19 +42,16 @@ from .outbox import Outbox
 from .pending import PendingCall, PendingCalls, publish_error
 from .protocol import (
     HANDLER_TIMEOUT,
-    HEADER_CAST,
-    HEADER_CLIENT,
-    HEADER_DEADLINE,
     HEADER_ERROR,
     HEADER_SERVER,
-    HEADER_VERSION,
-    PROTOCOL_VERSION,
     RESERVED_HEADER_PREFIXES,
     WRONG_REQUEST,
     Serializer,
+    death,
     decode_reply,
     encode_request,
     make_serializer,
+    request_properties,
 )
 from .pubsub import PubSub
 from .request_queues import KnownQueues, RequestQueues
@@ -69,12 +65,6 @@ _AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, H
 """The exception for each ``x-amphora-error`` header value of a reply."""
 CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
-
-
-@functools.lru_cache(maxsize=256)
-def _expiration(timeout: float) -> str:
-    """A request's ``expiration`` property: its timeout in milliseconds (one string per timeout, not per call)."""
-    return str(max(1, int(timeout * 1000)))
 
 
 class RequestIds:
@@ -361,26 +351,16 @@ class AmqpRpcClient(PubSub, RequestQueues):
         if routing_key is None:
             routing_key = self._routing_key(func_name, args, kwargs)
         body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
-        all_headers: dict[str, Any] = {**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
-        expiration = None
-        now = time.time()
-        if timeout:
-            all_headers[HEADER_DEADLINE] = int((now + timeout) * 1000)
-            expiration = _expiration(timeout)
-        if cast:
-            all_headers[HEADER_CAST] = True
-        properties = Properties(
+        properties = request_properties(
+            request_id=request_id,
+            client_id=self.uuid,
             content_type=self.serializer.content_type,
             content_encoding=encoding,
-            delivery_mode=2 if self.persistent else 1,
+            timeout=timeout,
+            cast=cast,
+            persistent=self.persistent,
             priority=priority,
-            message_id=request_id,
-            reply_to=None if cast else self.uuid,
-            expiration=expiration,
-            # whole seconds, what AMQP carries: pamqp types timestamp as datetime, amphora's own properties
-            # codec (amqp/properties.py) encodes ints and datetimes alike
-            timestamp=int(now),  # type: ignore[arg-type]
-            headers=all_headers,
+            headers=headers,
         )
         if headers or len(routing_key) > 63:  # else all is amphora's own and small (63 characters: <= 252 bytes)
             self._outbox.check(routing_key, properties)
@@ -409,10 +389,11 @@ class AmqpRpcClient(PubSub, RequestQueues):
         anything else in the reply queue (published there by someone else) is dropped."""
         properties = message.properties
         headers = properties.headers or {}
-        if message.exchange == self.topology.dead_exchange and isinstance(headers.get("x-death"), list):
+        died = death(headers) if message.exchange == self.topology.dead_exchange else None
+        if died is not None:
             request_id = properties.message_id or ""
             pending = self._pending.get(request_id)
-            if pending is not None and pending.expired(headers):
+            if pending is not None and pending.expired(died):
                 self._pending.pop(request_id)
         elif message.exchange == self.topology.response_exchange:
             request_id = properties.correlation_id or ""

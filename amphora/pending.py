@@ -13,10 +13,7 @@ from gevent.event import AsyncResult
 from .amqp.errors import MessageReturned
 from .deadlines import Deadlines
 from .exceptions import BrokerUnavailable, NoResult, RequestExpired, RequestMayHaveRun, Unroutable
-
-DELIVERY_COUNT_HEADER = "x-delivery-count"
-"""Set by quorum queues on a redelivered message: where a dead-lettered copy carries it (RabbitMQ 3.10 drops
-it), it proves the request was delivered before."""
+from .protocol import Death
 
 
 def publish_error(error: BaseException, func_name: str) -> BaseException:
@@ -26,21 +23,18 @@ def publish_error(error: BaseException, func_name: str) -> BaseException:
     return error
 
 
-def dead_letter_error(function: str, headers: dict[str, Any]) -> NoResult:
-    """What a caller sees of its request dead-lettered back unanswered (``headers`` carry ``x-death``).
+def dead_letter_error(function: str, died: Death) -> NoResult:
+    """What a caller sees of its request dead-lettered back unanswered.
 
     RabbitMQ keeps no trace of an earlier delivery in a dead-lettered copy (neither the redelivered flag nor,
     in 3.10, a quorum queue's delivery count), so a request it expired in the queue may have been delivered to
     a server that died in its handler, and was put back. Only a request a server rejected on its first delivery
     (servers drop redelivered ones instead) certainly never ran: RequestExpired. Anything else:
     RequestMayHaveRun."""
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    reason = str(first.get("reason", "expired"))
-    if reason == "rejected" and not headers.get(DELIVERY_COUNT_HEADER):
+    if died.reason == "rejected" and not died.delivered_before:
         return RequestExpired(f"the call to {function} never ran: a server received it past its deadline")
     return RequestMayHaveRun(
-        f"no server answered the call to {function} in time: the broker dead-lettered the request ({reason});"
+        f"no server answered the call to {function} in time: the broker dead-lettered the request ({died.reason});"
         " it may have run on a server that took it and failed before answering (the broker does not tell)"
     )
 
@@ -74,9 +68,9 @@ class PendingCall:
         self.settle(value, error)
         return True
 
-    def expired(self, headers: dict[str, Any]) -> bool:
-        """The request came back dead-lettered (``headers`` carry ``x-death``); True once the call is complete."""
-        self.settle(error=dead_letter_error(self.function, headers))
+    def expired(self, died: Death) -> bool:
+        """The request came back dead-lettered; True once the call is complete."""
+        self.settle(error=dead_letter_error(self.function, died))
         return True
 
     def time_out(self, no_broker: str | None = None) -> None:
@@ -112,7 +106,7 @@ class PendingGather(PendingCall):
             return True
         return False
 
-    def expired(self, headers: dict[str, Any]) -> bool:
+    def expired(self, died: Death) -> bool:
         return False  # a copy nobody took: the servers that did take theirs still answer
 
     def time_out(self, no_broker: str | None = None) -> None:

@@ -23,9 +23,8 @@ from gevent import GreenletExit
 from gevent.event import Event
 
 from . import exiting
-from .amqp import Message, Properties
+from .amqp import Message
 from .amqp.errors import NotFound
-from .amqp.properties import replaced
 from .answered import AnsweredRequests, Reply
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -43,15 +42,7 @@ from .outbox import Outbox
 from .protocol import (
     HANDLER_TIMEOUT,
     HEADER_CAST,
-    HEADER_CLIENT,
-    HEADER_DEAD,
-    HEADER_DEADLINE,
     HEADER_ERROR,
-    HEADER_REASON,
-    HEADER_SERVER,
-    HEADER_VERSION,
-    PROTOCOL_VERSION,
-    REFUSED,
     WRONG_REQUEST,
     MalformedRequest,
     Serializer,
@@ -59,6 +50,9 @@ from .protocol import (
     encode_exception,
     encode_result,
     make_serializer,
+    past_deadline,
+    refused_properties,
+    reply_properties,
     serializer_for,
 )
 from .pubsub import PubSub
@@ -400,7 +394,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         try:
             if not request_id or not (properties.reply_to or cast):
                 raise MalformedRequest("a request needs a message_id, and a reply_to unless it is a cast")
-            if _expired(headers):
+            if past_deadline(headers):
                 self._running.forget(request_id)
                 if message.redelivered:  # it may have run before: dropped, its caller ends with NoResult
                     settle_quietly(message.ack)
@@ -469,12 +463,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         # never None here: _handle and _refuse only reply to requests that carry a message_id
         request_id: str = message.properties.message_id  # type: ignore[assignment]
         body, encoding = compress(body, self.compress_threshold)
-        properties = Properties(
+        properties = reply_properties(
+            request_id=request_id,
+            server_name=self.name,
             content_type=serializer.content_type,
             content_encoding=encoding,
-            delivery_mode=2 if self.persistent else 1,
-            correlation_id=request_id,
-            headers={**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: self.name},
+            persistent=self.persistent,
+            headers=headers,
         )
         reply = Reply(body, properties)
         self._answered.remember(request_id, reply)  # from now on, a copy that arrives is answered from memory
@@ -509,9 +504,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """Dead-letter a request the server cannot take, with the reason; tell its caller if possible."""
         log.warning("refusing a request to %s: %s", self.service_name, reason)
         properties = message.properties
-        headers = {k: v for k, v in (properties.headers or {}).items() if k != HEADER_CLIENT}
-        headers.update({HEADER_DEAD: REFUSED, HEADER_REASON: reason[:1000]})
-        dead = replaced(properties, headers=headers, expiration=None)
+        dead = refused_properties(properties, reason)
         can_reply = bool(properties.message_id and properties.reply_to)
 
         def on_dead_lettered(error: BaseException | None) -> None:
@@ -524,8 +517,3 @@ class AmqpRpcServer(PubSub, RequestQueues):
             serializer = serializer_for(properties.content_type, self.serializer) or self.serializer
             body = encode_exception(serializer, "WrongRequest", (reason,))
             self._reply(message, body, serializer, {HEADER_ERROR: WRONG_REQUEST})
-
-
-def _expired(headers: dict[str, Any]) -> bool:
-    deadline = headers.get(HEADER_DEADLINE)
-    return isinstance(deadline, int) and deadline < time.time() * 1000
