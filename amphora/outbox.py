@@ -46,7 +46,7 @@ class Outbox:
     ) -> None:
         self._link = link
         self.block = block
-        self._state = OutboxState(limit, window, min(limit, window) // 2 if patience is None else patience)
+        self._state = OutboxState(limit, window, patience)
         self._pump_wakeup = Event()
         self._pump: gevent.Greenlet | None = None
         self._has_space = Event()

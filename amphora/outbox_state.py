@@ -76,13 +76,13 @@ class OutboxState:
     """The messages of one outbox until they leave, and the decisions about them (see the module docstring).
 
     ``limit``: messages held at most; ``window``: messages awaiting their confirm at most; ``patience``:
-    quiet messages in flight whose confirms may still be read late.
+    quiet messages in flight whose confirms may still be read late (default: half the smaller of the two).
     """
 
-    def __init__(self, limit: int, window: int, patience: int) -> None:
+    def __init__(self, limit: int, window: int, patience: int | None = None) -> None:
         self.limit = limit
         self.window = window
-        self.patience = patience
+        self.patience = min(limit, window) // 2 if patience is None else patience
         self.entries: dict[int, Envelope] = {}  # every message until it leaves, in order
         self.unsent: collections.deque[Envelope] = collections.deque()  # waiting for the pump, in order
         self.in_flight = 0  # published on the current connection, awaiting their confirms

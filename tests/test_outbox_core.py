@@ -36,7 +36,7 @@ def send_all(state: OutboxState, generation: int) -> list[Envelope]:
 
 
 def test_messages_go_out_at_once_until_the_window_is_full_then_wait_in_order():
-    state = OutboxState(limit=100, window=2, patience=0)
+    state = OutboxState(limit=100, window=2)
     first, second, third, fourth = (make(state) for _ in range(4))
     for envelope in (first, second):
         assert state.add(envelope, ready_generation=1)
@@ -52,13 +52,13 @@ def test_messages_go_out_at_once_until_the_window_is_full_then_wait_in_order():
 
 
 def test_a_message_waits_while_the_link_is_down():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     assert not state.add(make(state), ready_generation=None)
     assert list(state.unsent) == list(state.entries.values())
 
 
 def test_a_reconnect_replays_every_held_message_in_order_and_ignores_the_old_connections_confirms():
-    state = OutboxState(limit=100, window=2, patience=0)
+    state = OutboxState(limit=100, window=2)
     envelopes = [make(state) for _ in range(4)]
     for envelope in envelopes:
         state.add(envelope, ready_generation=None)  # published before the link was first up
@@ -73,7 +73,7 @@ def test_a_reconnect_replays_every_held_message_in_order_and_ignores_the_old_con
 
 
 def test_the_queue_skips_messages_that_left_or_went_out_on_this_connection_already():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     gone, sent, waiting = make(state), make(state), make(state)
     for envelope in (gone, sent, waiting):
         state.add(envelope, ready_generation=None)
@@ -84,7 +84,7 @@ def test_the_queue_skips_messages_that_left_or_went_out_on_this_connection_alrea
 
 
 def test_a_nack_asks_for_one_reconnect_per_connection():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     first, second, third = make(state), make(state), make(state)
     for envelope in (first, second):
         state.add(envelope, ready_generation=1)
@@ -103,7 +103,7 @@ def test_a_nack_asks_for_one_reconnect_per_connection():
 
 
 def test_after_a_refusal_one_message_at_a_time_finds_the_refused_one_and_the_window_opens_again():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     good, refused, after = make(state), make(state), make(state)
     for envelope in (good, refused, after):
         state.add(envelope, ready_generation=1)
@@ -124,7 +124,7 @@ def test_after_a_refusal_one_message_at_a_time_finds_the_refused_one_and_the_win
 
 
 def test_a_connection_closed_for_good_is_a_refusal_and_a_lost_one_is_not():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     lost, framed = make(state), make(state)
     state.add(lost, ready_generation=1)
     state.sending(lost, 1)
@@ -138,7 +138,7 @@ def test_a_connection_closed_for_good_is_a_refusal_and_a_lost_one_is_not():
 
 
 def test_a_returned_message_leaves_with_its_error():
-    state = OutboxState(limit=100, window=10, patience=0)
+    state = OutboxState(limit=100, window=10)
     envelope = make(state)
     state.add(envelope, ready_generation=1)
     state.sending(envelope, 1)
@@ -147,7 +147,7 @@ def test_a_returned_message_leaves_with_its_error():
 
 
 def test_the_outbox_is_full_at_its_limit():
-    state = OutboxState(limit=2, window=10, patience=0)
+    state = OutboxState(limit=2, window=10)
     first = make(state)
     for envelope in (first, make(state)):
         state.add(envelope, ready_generation=None)
@@ -157,6 +157,8 @@ def test_the_outbox_is_full_at_its_limit():
 
 
 def test_confirms_may_wait_while_few_small_quiet_messages_are_in_flight_and_nobody_flushes():
+    assert OutboxState(limit=100, window=10).patience == 5  # by default half the window, or of the limit
+    assert OutboxState(limit=6, window=1000).patience == 3
     state = OutboxState(limit=100, window=10, patience=2)
     assert not make(state, b"x" * (QUIET_BODY_LIMIT + 1), quiet=True).quiet  # too large to be read late
     quiet = [make(state, quiet=True) for _ in range(3)]
