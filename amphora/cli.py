@@ -27,6 +27,7 @@ from gevent.event import Event
 
 from . import __version__
 from .amqp import Connection
+from .amqp import open_connection as amqp_open_connection
 from .amqp.errors import AMQPError, NotFound
 from .client import AmqpRpcClient
 from .config import ENVIRONMENT_VARIABLE, broker_parameters
@@ -302,7 +303,7 @@ def check_service(args: argparse.Namespace) -> None:
 def open_connection(url: str | None) -> Connection:
     """A connection to the broker chosen as :func:`~amphora.config.broker_parameters` chooses it."""
     (parameters,) = broker_parameters(url)
-    return Connection(parameters).open()
+    return amqp_open_connection(parameters)
 
 
 def gathered_json(replies: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from .amqp import Channel, Connection, ConnectionParameters, Message
+from .amqp import Channel, Connection, ConnectionParameters, Message, open_connection
 from .amqp.errors import (
     AMQPError,
     AuthenticationError,
@@ -352,7 +352,7 @@ class Link:
         self._lost.clear()
         self._opening, self._attempt_started = parameters.url, time.monotonic()
         try:
-            connection = self.connection = Connection(parameters).open()
+            connection = self.connection = open_connection(parameters)
         finally:
             self._opening = None
         connection.add_close_callback(self._on_lost)

@@ -70,7 +70,17 @@ CloseCallback = Callable[[BaseException | None], None]
 
 def connect(url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", **options: Any) -> Connection:
     """Open a connection to the broker at ``url``; keyword options override what the URL says."""
-    return Connection(ConnectionParameters.from_url(url, **options)).open()
+    return open_connection(ConnectionParameters.from_url(url, **options))
+
+
+def open_connection(parameters: ConnectionParameters) -> Connection:
+    """Open a connection: over the network, or for a ``memory://`` URL to the in-process broker it names (a
+    :class:`amphora.memory.MemoryConnection`, which offers the same API)."""
+    if parameters.memory:
+        from ..memory import MemoryConnection  # amphora.memory builds on this package: imported when used
+
+        return cast(Connection, MemoryConnection(parameters).open())
+    return Connection(parameters).open()
 
 
 READ_SIZE = 262144

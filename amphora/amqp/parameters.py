@@ -1,7 +1,8 @@
 """Connection parameters and their AMQP URL form.
 
 ``amqp://user:password@host:port/vhost?heartbeat=30&connection_timeout=10`` and ``amqps://`` with the TLS
-options ``cafile``, ``certfile``, ``keyfile``, ``verify=none`` and ``server_hostname``.
+options ``cafile``, ``certfile``, ``keyfile``, ``verify=none`` and ``server_hostname``. ``memory://`` (or
+``memory://name`` for a broker of its own) names an in-process broker (:mod:`amphora.memory`), for tests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from .errors import InvalidURL
 
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
+MEMORY_SCHEME = "memory"
+DEFAULT_MEMORY_BROKER = "default"
+"""The in-process broker that ``memory://`` names."""
 
 _NUMBER_OPTIONS = {"heartbeat": int, "connection_timeout": float, "frame_max": int, "channel_max": int}
 _TLS_OPTIONS = ("cafile", "certfile", "keyfile", "verify", "server_hostname")
@@ -42,17 +46,21 @@ class ConnectionParameters:
     verify: bool = True
     server_hostname: str | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    memory: bool = False
+    """An in-process broker (:mod:`amphora.memory`) named by ``host``, not a network one."""
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ConnectionParameters:
-        """Parse an ``amqp://`` or ``amqps://`` URL; keyword arguments override what it says."""
+        """Parse an ``amqp://``, ``amqps://`` or ``memory://`` URL; keyword arguments override what it says."""
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise InvalidURL(f"cannot parse AMQP URL {redact(url)!r}: {exc}") from None
+        if parts.scheme == MEMORY_SCHEME:
+            return cls(host=parts.netloc or DEFAULT_MEMORY_BROKER, memory=True, **overrides)
         if parts.scheme not in ("amqp", "amqps"):
-            raise InvalidURL(f"AMQP URL must start with amqp:// or amqps://, got {redact(url)!r}")
+            raise InvalidURL(f"AMQP URL must start with amqp://, amqps:// or memory://, got {redact(url)!r}")
         tls = parts.scheme == "amqps"
         values: dict[str, Any] = {
             "host": parts.hostname or "127.0.0.1",
@@ -77,6 +85,8 @@ class ConnectionParameters:
     @property
     def url(self) -> str:
         """The URL of these parameters, password hidden (safe for logs and errors)."""
+        if self.memory:
+            return f"{MEMORY_SCHEME}://{self.host}"
         scheme = "amqps" if self.tls else "amqp"
         vhost = self.vhost.replace("%", "%25").replace("/", "%2F")
         return f"{scheme}://{self.user}:***@{self.host}:{self.port}/{vhost}"
