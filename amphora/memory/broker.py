@@ -576,9 +576,18 @@ class Broker:
         properties = dead_lettered(
             envelope.properties, reason, queue.name, envelope.exchange, envelope.routing_key, self.wall_clock()
         )
+        deaths = (properties.headers or {})["x-death"]
         for target in self._route(self.exchanges[exchange_name], routing_key, properties):
+            if _is_cycle(target.name, deaths):
+                continue
             dead = Envelope(envelope.body, properties, exchange_name, routing_key, self._expiry(target, properties))
             self._enqueue(target, dead)
+
+
+def _is_cycle(queue: str, deaths: list[dict[str, Any]]) -> bool:
+    """Whether dead-lettering into ``queue`` would close a loop without a rejection in it: RabbitMQ drops
+    such a message instead of letting it expire round and round."""
+    return any(d.get("queue") == queue for d in deaths) and all(d.get("reason") != "rejected" for d in deaths)
 
 
 def _inequivalent(what: str, kind: str, name: str, received: Any, current: Any) -> str:
