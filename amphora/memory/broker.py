@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..amqp.errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from ..amqp.message import Properties
@@ -576,7 +576,7 @@ class Broker:
         properties = dead_lettered(
             envelope.properties, reason, queue.name, envelope.exchange, envelope.routing_key, self.wall_clock()
         )
-        deaths = (properties.headers or {})["x-death"]
+        deaths = cast(list[dict[str, Any]], (properties.headers or {})["x-death"])
         for target in self._route(self.exchanges[exchange_name], routing_key, properties):
             if _is_cycle(target.name, deaths):
                 continue
