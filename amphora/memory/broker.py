@@ -142,7 +142,10 @@ class Queue:
 
     def head_level(self) -> deque[Envelope] | None:
         """The messages delivered next: the highest priority that has any."""
-        return next((level for level in reversed(self.levels) if level), None)
+        for level in reversed(self.levels):
+            if level:
+                return level
+        return None
 
 
 class Broker:
