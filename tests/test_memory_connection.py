@@ -19,6 +19,7 @@ def test_memory_urls_name_separate_brokers():
     named = ConnectionParameters.from_url("memory://tests")
     assert default.memory and default.host == "default" and default.url == "memory://default"
     assert named.memory and named.host == "tests"
+    assert ConnectionParameters.from_url("memory://tests?frame_max=8192&channel_max=2").frame_max == 8192
     assert not ConnectionParameters.from_url("amqp://h/").memory
     with pytest.raises(InvalidURL, match="memory://"):
         ConnectionParameters.from_url("nats://h")

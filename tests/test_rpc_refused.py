@@ -16,6 +16,14 @@ from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
+
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://), except those with
+    servers in other processes."""
+    return any_broker_url
+
+
 BIG = {"big": "h" * 1_000_000}
 
 
@@ -78,6 +86,7 @@ def test_a_reply_whose_headers_cannot_fit_a_frame_is_dropped_and_the_server_serv
     assert client.call(timeout=10).echo("after") == "after"
 
 
+@pytest.mark.rabbitmq_only("its server runs in another process")
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_run(
     amqp_url, start_server, make_client, execution_log, queue_type
@@ -93,6 +102,7 @@ def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_ru
     assert [e[1:] for e in executions(execution_log)] == [("slow", "once")]
 
 
+@pytest.mark.rabbitmq_only("its server runs in another process")
 def test_a_request_a_server_received_past_its_deadline_never_ran_and_says_so(
     amqp_url, start_server, make_client, execution_log, tmp_path
 ):

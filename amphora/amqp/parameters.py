@@ -2,7 +2,8 @@
 
 ``amqp://user:password@host:port/vhost?heartbeat=30&connection_timeout=10`` and ``amqps://`` with the TLS
 options ``cafile``, ``certfile``, ``keyfile``, ``verify=none`` and ``server_hostname``. ``memory://`` (or
-``memory://name`` for a broker of its own) names an in-process broker (:mod:`amphora.memory`), for tests.
+``memory://name`` for a broker of its own) names an in-process broker (:mod:`amphora.memory`), for tests; of
+the options it honours ``frame_max`` and ``channel_max``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import gevent.ssl
 
@@ -58,21 +59,11 @@ class ConnectionParameters:
         except ValueError as exc:
             raise InvalidURL(f"cannot parse AMQP URL {redact(url)!r}: {exc}") from None
         if parts.scheme == MEMORY_SCHEME:
-            return cls(host=parts.netloc or DEFAULT_MEMORY_BROKER, memory=True, **overrides)
-        if parts.scheme not in ("amqp", "amqps"):
+            values: dict[str, Any] = {"host": parts.netloc or DEFAULT_MEMORY_BROKER, "memory": True}
+        elif parts.scheme in ("amqp", "amqps"):
+            values = _network_values(parts, port)
+        else:
             raise InvalidURL(f"AMQP URL must start with amqp://, amqps:// or memory://, got {redact(url)!r}")
-        tls = parts.scheme == "amqps"
-        values: dict[str, Any] = {
-            "host": parts.hostname or "127.0.0.1",
-            "port": port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT),
-            "tls": tls,
-        }
-        if parts.username is not None:
-            values["user"] = unquote(parts.username)
-        if parts.password is not None:
-            values["password"] = unquote(parts.password)
-        if parts.path not in ("", "/"):
-            values["vhost"] = unquote(parts.path[1:])
         for name, raw in parse_qsl(parts.query, keep_blank_values=True):
             values[name] = _option_value(name, raw, url)
         values.update(overrides)
@@ -112,6 +103,23 @@ class ConnectionParameters:
         if self.certfile:
             context.load_cert_chain(self.certfile, self.keyfile)
         return context
+
+
+def _network_values(parts: SplitResult, port: int | None) -> dict[str, Any]:
+    """Host, port, TLS, credentials and virtual host of an ``amqp://`` or ``amqps://`` URL."""
+    tls = parts.scheme == "amqps"
+    values: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT),
+        "tls": tls,
+    }
+    if parts.username is not None:
+        values["user"] = unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = unquote(parts.password)
+    if parts.path not in ("", "/"):
+        values["vhost"] = unquote(parts.path[1:])
+    return values
 
 
 def _option_value(name: str, raw: str, url: str) -> Any:

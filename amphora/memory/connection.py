@@ -25,7 +25,7 @@ from ..amqp.errors import (
     MessageNacked,
     MessageReturned,
 )
-from ..amqp.frames import check_publishable
+from ..amqp.frames import HEADER_FRAME_OVERHEAD, check_publishable
 from ..amqp.message import Confirmation, Message, Properties
 from ..amqp.properties import decode_properties, encode_properties
 from ..amqp.quiet import QuietReads
@@ -71,6 +71,8 @@ class MemoryConnection:
         self._wakeup = Event()
         self._reader: gevent.Greenlet | None = None
         self._round_trips: set[Event] = set()
+        self.ending: BaseException | None = None
+        """Why the broker is closing the connection, until the reader says so."""
         self._error: BaseException | None = None
         self._close_callbacks: list[Callable[[BaseException | None], None]] = []
         self._blocked_callbacks: list[Callable[[str], None]] = []
@@ -102,6 +104,13 @@ class MemoryConnection:
             finally:
                 self._round_trips.discard(answered)
         self._raise_if_closed()
+
+    def end_soon(self, error: BaseException) -> None:
+        """The broker closes the connection for ``error``: it ignores what comes from now on, and the reader
+        ends the connection after what was sent before."""
+        if self.ending is None:
+            self.ending = error
+            self.post(lambda: self.fail(error))
 
     def _read_loop(self) -> None:
         inbox = self._inbox
@@ -320,13 +329,19 @@ class MemoryChannel:
         """Publish a message; with confirms on, return its :class:`Confirmation`."""
         self._raise_if_closed()
         properties = properties or _EMPTY_PROPERTIES
-        check_publishable(routing_key, properties, self.connection.frame_max)
-        properties = decode_properties(encode_properties(properties))  # as a consumer of RabbitMQ gets them
+        connection = self.connection
+        check_publishable(routing_key, properties, connection.frame_max)
+        encoded = encode_properties(properties)
         body = bytes(body)
         confirmation = None
         if self._confirming:
             confirmation = Confirmation()
             self._unconfirmed[confirmation] = None
+        if len(encoded) + HEADER_FRAME_OVERHEAD > connection.frame_max:  # past the check only if it was patched
+            connection.end_soon(ConnectionClosed(501, "FRAME_ERROR - the content header is larger than frame_max"))
+        if connection.ending is not None:  # RabbitMQ reads nothing more of a connection it is closing
+            return confirmation
+        properties = decode_properties(encoded)  # as a consumer of RabbitMQ gets them
         try:
             outcome = self._broker.publish(exchange, routing_key, body, properties, mandatory)
         except ChannelClosed as exc:  # no such exchange: RabbitMQ closes the channel after the publish
