@@ -172,21 +172,27 @@ class Broker:
         if passive:
             self._exchange(name)
             return
-        if name.startswith("amq.") and exchange is None or name == "":
+        if name == "":
+            raise AccessRefused(403, "ACCESS_REFUSED - operation not permitted on the default exchange")
+        if name.startswith("amq.") and exchange is None:
             raise AccessRefused(403, f"ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'")
         if kind not in EXCHANGE_TYPES:
             raise NotFound(404, f"NOT_FOUND - exchange type '{kind}' not found")  # RabbitMQ: a command error
         if exchange is None:
             self.exchanges[name] = Exchange(name, kind, durable, auto_delete)
             return
-        for what, current, received in (("type", exchange.type, kind), ("durable", exchange.durable, durable)):
+        for what, current, received in (
+            ("type", exchange.type, kind),
+            ("durable", exchange.durable, durable),
+            ("auto_delete", exchange.auto_delete, auto_delete),
+        ):
             if current != received:
                 raise PreconditionFailed(406, _inequivalent(what, "exchange", name, received, current))
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         exchange = self._exchange(name)
         if name in PREDECLARED_EXCHANGES:
-            raise AccessRefused(403, f"ACCESS_REFUSED - operation not permitted on the default exchange '{name}'")
+            raise AccessRefused(403, f"ACCESS_REFUSED - operation not permitted on exchange '{name}'")
         if if_unused and exchange.bindings:
             raise PreconditionFailed(406, f"PRECONDITION_FAILED - exchange '{name}' in vhost '{VHOST}' in use")
         del self.exchanges[name]
@@ -212,6 +218,7 @@ class Broker:
         """Declare (or with ``passive`` look up) a queue: its name, ready messages and consumers."""
         if passive:
             found = self._queue(name, session)
+            self._used(found)  # as in RabbitMQ, a passive declaration uses the queue
             return found.name, found.ready(), len(found.consumers)
         if name.startswith("amq."):
             raise AccessRefused(403, f"ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'")
