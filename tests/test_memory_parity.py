@@ -158,3 +158,20 @@ def test_a_passive_declaration_counts_as_using_a_queue(channel, connection):
         assert queue_exists(connection, expiring)
         gevent.sleep(0.25)  # the time that passes is what is tested
     channel.queue_delete(expiring)
+
+
+def test_a_quorum_queue_counts_redeliveries_in_a_header(channel):
+    queue = channel.queue_declare(name("quorum"), durable=True, arguments={"x-queue-type": "quorum"}).queue
+    try:
+        channel.basic_publish(b"m", "", queue)
+        taken = consume(channel, queue, no_ack=False)
+        first = taken.get(timeout=10)
+        first.nack(requeue=True)
+        second = taken.get(timeout=10)
+        second.nack(requeue=True)
+        third = taken.get(timeout=10)
+        third.ack()
+        counts = [(m.properties.headers or {}).get("x-delivery-count") for m in (first, second, third)]
+        assert counts == [None, 1, 2] and third.redelivered
+    finally:
+        channel.queue_delete(queue)
