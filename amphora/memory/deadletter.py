@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from ..amqp.message import Properties
-from ..amqp.properties import replaced
+from ..amqp.properties import decode_properties, encode_properties, replaced
 
 REASONS = ("expired", "rejected", "maxlen")
 
@@ -31,4 +31,5 @@ def dead_lettered(
     headers.setdefault("x-first-death-reason", reason)
     headers.setdefault("x-first-death-queue", queue)
     headers.setdefault("x-first-death-exchange", exchange)
-    return replaced(properties, headers=headers, expiration=None)
+    # through the codec, as RabbitMQ's consumers get them (a timestamp comes back as pamqp decodes it)
+    return decode_properties(encode_properties(replaced(properties, headers=headers, expiration=None)))
