@@ -8,7 +8,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora.amqp import ConnectionParameters, Properties, connect, open_connection
-from amphora.amqp.errors import InvalidURL, MessageReturned, NotFound
+from amphora.amqp.errors import ConnectionClosed, InvalidURL, MessageReturned, NotFound
 from amphora.memory import MemoryConnection, forget_node, memory_node
 
 pytestmark = pytest.mark.timeout(20)
@@ -130,3 +130,14 @@ def test_user_fixtures_serve_a_service_on_a_memory_broker_of_the_tests_own(
     assert client.call.add(2, 3) == 5
     assert server.service_name == client.service_name == amphora_service
     assert amphora_memory_url.startswith("memory://test-")
+
+
+def test_a_connection_the_broker_ends_leaves_no_reader_behind(connection):
+    channel = connection.channel()
+    closed: Queue = Queue()
+    connection.add_close_callback(closed.put)
+    reader = connection._reader
+    connection.end_soon(ConnectionClosed(320, "CONNECTION_FORCED"))
+    assert isinstance(closed.get(timeout=5), ConnectionClosed) and not channel.is_open
+    reader.join(timeout=5)
+    assert reader.dead

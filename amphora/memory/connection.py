@@ -87,9 +87,10 @@ class MemoryConnection:
     # --- what the broker sends: run in the reader greenlet --------------------------------------
 
     def post(self, task: Task) -> None:
-        """Run ``task`` in the reader greenlet, after everything posted before it."""
-        self._inbox.append(task)
-        self._wakeup.set()
+        """Run ``task`` in the reader greenlet, after everything posted before it (nothing once closed)."""
+        if self._error is None:
+            self._inbox.append(task)
+            self._wakeup.set()
 
     def round_trip(self) -> None:
         """Wait until the reader handled everything posted so far, as a synchronous method waits for its
@@ -114,7 +115,7 @@ class MemoryConnection:
 
     def _read_loop(self) -> None:
         inbox = self._inbox
-        while True:
+        while self._error is None:  # fail() kills the reader, or empties the inbox when the reader calls it
             self._wakeup.wait()
             self._wakeup.clear()
             while inbox:
