@@ -328,3 +328,20 @@ def test_declarations_fail_as_rabbitmq_fails_them(broker):
         broker.delete_queue("q", if_unused=True)
     with pytest.raises(AccessRefused, match="exclusive use"):
         broker.consume(channel, "q", "c2", exclusive=True)
+
+
+def test_a_restart_keeps_what_rabbitmq_keeps(broker):
+    channel, _ = session(broker)
+    broker.declare_exchange("durable-x", "direct", durable=True)
+    broker.declare_queue(channel, "classic", durable=True)
+    broker.declare_queue(channel, "quorum", durable=True, arguments={"x-queue-type": "quorum"})
+    broker.declare_queue(channel, "transient")
+    for queue in ("classic", "quorum"):
+        broker.bind_queue(queue, "durable-x", queue)
+        for mode in (1, 2):
+            publish(broker, str(mode).encode(), "durable-x", queue, delivery_mode=mode)
+    broker.close_session(channel)
+    broker.restart()
+    assert set(broker.queues) == {"classic", "quorum"} and "durable-x" in broker.exchanges
+    assert broker.declare_queue(channel, "classic", durable=True)[1] == 1  # the persistent message only
+    assert broker.declare_queue(channel, "quorum", durable=True, arguments={"x-queue-type": "quorum"})[1] == 2

@@ -4,14 +4,17 @@ test runs on both and asserts what RabbitMQ 3.10 does."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import gevent
 import pytest
 from gevent.queue import Queue
 
-from amphora.amqp import Properties
-from amphora.amqp.errors import MessageReturned
+from amphora.amqp import Properties, connect
+from amphora.amqp.errors import ConnectionError, MessageReturned, NotFound
 from amphora.link import queue_exists
+from amphora.memory import memory_node
+from amphora.testing.fixtures import BROKERS
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -175,3 +178,44 @@ def test_a_quorum_queue_counts_redeliveries_in_a_header(channel):
         assert counts == [None, 1, 2] and third.redelivered
     finally:
         channel.queue_delete(queue)
+
+
+@pytest.fixture(params=BROKERS)
+def restartable(request) -> tuple[str, Callable[[], None]]:
+    """A broker of the test's own and how to restart it: a private RabbitMQ node (kill -9, start again on
+    the same data) or a memory broker."""
+    if request.param == "rabbitmq":
+        node = request.getfixturevalue("private_rabbit_node")
+        return node.url, node.restart
+    url = request.getfixturevalue("amphora_memory_url")
+    return url, memory_node(url.removeprefix("memory://")).restart
+
+
+@pytest.mark.timeout(120)
+def test_a_restart_keeps_durable_queues_and_persistent_messages_only(restartable):
+    url, restart = restartable
+    connection = connect(url)
+    channel = connection.channel()
+    channel.confirm_select()
+    channel.exchange_declare("kept", "direct", durable=True)
+    channel.exchange_declare("lost", "direct")
+    channel.queue_declare("durable", durable=True)
+    channel.queue_declare("transient")
+    channel.queue_bind("durable", "kept", "k")
+    for body, mode in ((b"persistent", 2), (b"transient", 1)):
+        channel.basic_publish(body, "kept", "k", Properties(delivery_mode=mode)).wait(timeout=10)
+    closed: Queue = Queue()
+    connection.add_close_callback(closed.put)
+    restart()
+    assert isinstance(closed.get(timeout=60), ConnectionError)
+    connection = connect(url)
+    assert not queue_exists(connection, "transient")
+    checker = connection.channel()
+    with pytest.raises(NotFound):
+        checker.exchange_declare("lost", passive=True)
+    channel = connection.channel()
+    channel.confirm_select()
+    channel.basic_publish(b"after", "kept", "k", mandatory=True).wait(timeout=10)  # the binding is kept
+    received = consume(channel, "durable")
+    assert [received.get(timeout=10).body for _ in range(2)] == [b"persistent", b"after"]
+    connection.close()

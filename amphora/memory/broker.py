@@ -27,6 +27,8 @@ from .queue_arguments import QueueArguments
 from .routing import EXCHANGE_TYPES, binding_matches
 
 VHOST = "/"
+PERSISTENT = 2
+"""The ``delivery_mode`` of a message a durable queue keeps across a restart."""
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 """What a quorum queue adds to a message it delivers again: how often it was delivered before."""
 PREDECLARED_EXCHANGES = {"": "direct", "amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
@@ -353,6 +355,22 @@ class Broker:
         """The connection closed (after its sessions): its exclusive queues go."""
         for queue in [q for q in self.queues.values() if q.owner is owner]:
             self._remove_queue(queue)
+
+    def restart(self) -> None:
+        """What survives a restart of RabbitMQ (once every connection closed): durable exchanges and queues,
+        the bindings between them, and in them the persistent messages (a quorum queue keeps all); queue
+        expiry counts from now."""
+        self.exchanges = {name: exchange for name, exchange in self.exchanges.items() if exchange.durable}
+        for queue in list(self.queues.values()):
+            if not queue.durable:
+                self._remove_queue(queue)
+                continue
+            if not queue.arguments.quorum:
+                for level in queue.levels:
+                    kept = [envelope for envelope in level if envelope.properties.delivery_mode == PERSISTENT]
+                    level.clear()
+                    level.extend(kept)
+            self._used(queue)
 
     def qos(self, session: Session, prefetch_count: int, global_qos: bool = False) -> None:
         """The prefetch of the consumers started from now on (with ``global_qos``: of the whole channel)."""

@@ -40,6 +40,12 @@ class MemoryNode:
         for connection in list(self.connections):
             connection.fail(ConnectionClosed(code, text))
 
+    def restart(self) -> None:
+        """Restart the broker as RabbitMQ restarts: every connection is closed (320), and only durable
+        exchanges and queues and persistent messages remain. Clients and servers reconnect."""
+        self.close_connections()
+        self.broker.restart()
+
     def stop(self) -> None:
         """Close every connection and stop expiring messages."""
         self.close_connections()
