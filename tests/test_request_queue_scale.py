@@ -17,6 +17,13 @@ from amphora.link import OPERATION_CHANNELS
 
 pytestmark = pytest.mark.timeout(300)
 
+
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 USERS = 10_000
 MAX_GAP = 3.0
 """Seconds the 0.1 s timer may wait at most: the process shares 2 loaded cores (1.3 s seen at load 6)."""
@@ -136,6 +143,7 @@ class Declares:
         monkeypatch.setattr(Channel, "queue_declare", counted_declare)
 
 
+@pytest.mark.rabbitmq_only("counts by patching the network Connection and Channel")
 def test_a_receive_from_a_queue_created_here_asks_the_broker_nothing_more(make_server, make_client, monkeypatch):
     client = make_client()
     server = make_server(consume_default_queue=False)

@@ -96,15 +96,22 @@ class MemoryConnection:
         """Wait until the reader handled everything posted so far, as a synchronous method waits for its
         answer behind the frames the broker sent before it; raise why the connection ended, if it did."""
         self._raise_if_closed()
-        if gevent.getcurrent() is not self._reader:
-            answered = Event()
-            self._round_trips.add(answered)
-            self.post(answered.set)
-            try:
-                answered.wait()
-            finally:
-                self._round_trips.discard(answered)
-        self._raise_if_closed()
+        if gevent.getcurrent() is self._reader:
+            return
+        answered, reached = Event(), []
+
+        def answer() -> None:
+            reached.append(True)
+            answered.set()
+
+        self._round_trips.add(answered)
+        self.post(answer)
+        try:
+            answered.wait()
+        finally:
+            self._round_trips.discard(answered)
+        if not reached:  # the connection ended first
+            self._raise_if_closed()
 
     def end_soon(self, error: BaseException) -> None:
         """The broker closes the connection for ``error``: it ignores what comes from now on, and the reader
