@@ -345,3 +345,22 @@ def test_a_restart_keeps_what_rabbitmq_keeps(broker):
     assert set(broker.queues) == {"classic", "quorum"} and "durable-x" in broker.exchanges
     assert broker.declare_queue(channel, "classic", durable=True)[1] == 1  # the persistent message only
     assert broker.declare_queue(channel, "quorum", durable=True, arguments={"x-queue-type": "quorum"})[1] == 2
+
+
+def test_unbinding_and_deleted_queues_take_their_bindings_and_an_auto_delete_exchange_goes_last(broker):
+    channel, _ = session(broker)
+    broker.declare_exchange("x", "direct", auto_delete=True)
+    for queue in ("a", "b"):
+        broker.declare_queue(channel, queue)
+        broker.bind_queue(queue, "x", "k")
+        broker.bind_queue(queue, "x", "k")  # the same binding once
+    broker.bind_queue("a", "x", "other")
+    assert publish(broker, b"1", "x", "k") is Published.ROUTED
+    assert [broker.declare_queue(channel, q, passive=True)[1] for q in ("a", "b")] == [1, 1]
+    broker.unbind_queue("a", "x", "k")
+    publish(broker, b"2", "x", "k")
+    assert [broker.declare_queue(channel, q, passive=True)[1] for q in ("a", "b")] == [1, 2]
+    broker.delete_queue("b")
+    assert publish(broker, b"3", "x", "k") is Published.RETURNED
+    broker.unbind_queue("a", "x", "other")
+    assert "x" not in broker.exchanges

@@ -24,7 +24,7 @@ from ..amqp.message import Properties
 from ..amqp.properties import replaced
 from .deadletter import dead_lettered
 from .queue_arguments import QueueArguments
-from .routing import EXCHANGE_TYPES, binding_matches
+from .routing import EXCHANGE_TYPES, Binding, Bindings
 
 VHOST = "/"
 PERSISTENT = 2
@@ -110,20 +110,16 @@ class Session:
     delivery_tags: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
-@dataclass(frozen=True)
-class Binding:
-    queue: str
-    routing_key: str
-    arguments: dict[str, Any]
-
-
 @dataclass(eq=False)
 class Exchange:
     name: str
     type: str
     durable: bool
     auto_delete: bool
-    bindings: list[Binding] = field(default_factory=list)
+    bindings: Bindings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bindings = Bindings(self.type)
 
 
 @dataclass(eq=False)
@@ -256,18 +252,14 @@ class Broker:
         self._queue(queue)
         if exchange == "":
             raise AccessRefused(403, "ACCESS_REFUSED - operation not permitted on the default exchange")
-        binding = Binding(queue, routing_key, dict(arguments or {}))
-        if binding not in target.bindings:
-            target.bindings.append(binding)
+        target.bindings.add(Binding(queue, routing_key, dict(arguments or {})))
 
     def unbind_queue(
         self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
     ) -> None:
         target = self._exchange(exchange)
         self._queue(queue)
-        binding = Binding(queue, routing_key, dict(arguments or {}))
-        if binding in target.bindings:
-            target.bindings.remove(binding)
+        if target.bindings.remove(Binding(queue, routing_key, dict(arguments or {}))):
             self._delete_exchange_if_unused(target)
 
     def purge_queue(self, name: str, session: Session | None = None) -> int:
@@ -296,9 +288,7 @@ class Broker:
     def _remove_queue(self, queue: Queue) -> None:
         del self.queues[queue.name]
         for exchange in list(self.exchanges.values()):
-            kept = [binding for binding in exchange.bindings if binding.queue != queue.name]
-            if len(kept) != len(exchange.bindings):
-                exchange.bindings = kept
+            if exchange.bindings.remove_queue(queue.name):
                 self._delete_exchange_if_unused(exchange)
         consumers, queue.consumers = queue.consumers, []
         for consumer in consumers:
@@ -428,12 +418,7 @@ class Broker:
         if exchange.name == "":
             queue = self.queues.get(routing_key)
             return [] if queue is None else [queue]
-        headers = properties.headers or {}
-        names = dict.fromkeys(
-            binding.queue
-            for binding in exchange.bindings
-            if binding_matches(exchange.type, binding.routing_key, binding.arguments, routing_key, headers)
-        )
+        names = exchange.bindings.queues(routing_key, properties.headers or {})
         return [self.queues[name] for name in names if name in self.queues]
 
     def _expiry(self, queue: Queue, properties: Properties) -> float | None:
