@@ -364,3 +364,16 @@ def test_unbinding_and_deleted_queues_take_their_bindings_and_an_auto_delete_exc
     assert publish(broker, b"3", "x", "k") is Published.RETURNED
     broker.unbind_queue("a", "x", "other")
     assert "x" not in broker.exchanges
+
+
+def test_a_channel_wide_prefetch_spans_its_consumers(broker):
+    channel, sink = session(broker)
+    for queue in ("a", "b"):
+        broker.declare_queue(channel, queue)
+        publish(broker, queue.encode(), "", queue)
+    broker.qos(channel, 1, global_qos=True)
+    broker.consume(channel, "a", "ca")
+    broker.consume(channel, "b", "cb")
+    assert sink.bodies() == [b"a"]
+    broker.ack(channel, sink.deliveries[0].delivery_tag)
+    assert sink.bodies() == [b"a", b"b"]  # the ack on a made room for b's consumer

@@ -454,9 +454,8 @@ class Broker:
     # --- acknowledgements ----------------------------------------------------------------------
 
     def ack(self, session: Session, delivery_tag: int, multiple: bool = False) -> None:
-        for tag in self._settled_tags(session, delivery_tag, multiple):
-            self._forget_delivery(session, tag)
-        self._dispatch_session(session)
+        tags = self._settled_tags(session, delivery_tag, multiple)
+        self._dispatch_freed(session, [self._forget_delivery(session, tag)[1] for tag in tags])
 
     def nack(self, session: Session, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
         """Reject one delivery (every one up to it with ``multiple``): back to its queue, else dead-lettered."""
@@ -464,10 +463,12 @@ class Broker:
         if requeue:
             self._requeue(session, tags)
             return
+        freed = []
         for tag in tags:
             envelope, consumer = self._forget_delivery(session, tag)
             self._dead_letter(consumer.queue, envelope, "rejected")
-        self._dispatch_session(session)
+            freed.append(consumer)
+        self._dispatch_freed(session, freed)
 
     def _settled_tags(self, session: Session, delivery_tag: int, multiple: bool) -> list[int]:
         if multiple:
@@ -499,9 +500,20 @@ class Broker:
             queues[id(queue)] = queue
         for queue in queues.values():
             self._dispatch(queue)
-        self._dispatch_session(session)
+        if session.global_prefetch:
+            self._dispatch_session(session)
 
     # --- delivering ----------------------------------------------------------------------------
+
+    def _dispatch_freed(self, session: Session, consumers: list[Consumer]) -> None:
+        """Deliver to consumers that settled deliveries made room for: those ``consumers``, or under a channel
+        prefetch every consumer of the channel."""
+        if session.global_prefetch:
+            self._dispatch_session(session)
+            return
+        for queue in {id(consumer.queue): consumer.queue for consumer in consumers}.values():
+            if self.queues.get(queue.name) is queue:
+                self._dispatch(queue)
 
     def _dispatch_session(self, session: Session) -> None:
         for queue in {id(c.queue): c.queue for c in session.consumers.values()}.values():
