@@ -75,8 +75,6 @@ class MemoryConnection:
         """Why the broker is closing the connection, until the reader says so."""
         self._error: BaseException | None = None
         self._close_callbacks: list[Callable[[BaseException | None], None]] = []
-        self._blocked_callbacks: list[Callable[[str], None]] = []
-        self._unblocked_callbacks: list[Callable[[], None]] = []
         self._consumer_tags = itertools.count(1)
 
     def open(self) -> Self:
@@ -166,10 +164,10 @@ class MemoryConnection:
         self._close_callbacks.append(callback)
 
     def add_blocked_callback(self, callback: Callable[[str], None]) -> None:
-        self._blocked_callbacks.append(callback)
+        """The memory broker has no alarms and never blocks publishers: ``callback`` is never called."""
 
     def add_unblocked_callback(self, callback: Callable[[], None]) -> None:
-        self._unblocked_callbacks.append(callback)
+        """Never called either."""
 
     @property
     def is_open(self) -> bool:
