@@ -3,6 +3,9 @@ real clock, a broker that closes every connection, and the fixtures users get.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gevent
 import pytest
 from gevent.queue import Queue
@@ -141,3 +144,34 @@ def test_a_connection_the_broker_ends_leaves_no_reader_behind(connection):
     assert isinstance(closed.get(timeout=5), ConnectionClosed) and not channel.is_open
     reader.join(timeout=5)
     assert reader.dead
+
+
+PLUGIN_USER = """
+import pytest
+
+pytest_plugins = ["amphora.testing"]
+
+
+def test_on_any_broker(any_broker_url, amphora_server, amphora_client):
+    amphora_server(len, url=any_broker_url)
+    assert amphora_client(url=any_broker_url).call.len("abc") == 3
+
+
+@pytest.mark.rabbitmq_only("needs rabbitmqctl")
+def test_on_rabbitmq_only(any_broker_url):
+    pass
+"""
+
+
+@pytest.mark.timeout(60)
+def test_any_broker_url_parametrizes_and_rabbitmq_only_skips_the_memory_run(tmp_path):
+    (tmp_path / "test_user.py").write_text(PLUGIN_USER)
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "memory", "test_user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert "1 passed, 1 skipped, 2 deselected" in ran.stdout, ran.stdout + ran.stderr
+    assert "RabbitMQ only: needs rabbitmqctl" in ran.stdout
