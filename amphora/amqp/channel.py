@@ -13,6 +13,7 @@ from pamqp import commands
 from . import frames
 from .acks import AckGatherer
 from .errors import (
+    AMQPError,
     ChannelClosed,
     MessageNacked,
     MessageReturned,
@@ -308,6 +309,10 @@ class Channel:
 
     def on_frame(self, frame_type: int, payload: frames.Payload) -> None:
         """Handle one frame for this channel. Called by the connection's reader."""
+        if self._error is not None:  # closed by us, and the broker's CloseOk still to come: the rest is moot
+            if isinstance(payload, commands.Channel.CloseOk):
+                self.connection.forget_channel(self.id)
+            return
         if frame_type == frames.FRAME_BODY:
             self._on_body(payload)  # type: ignore[arg-type]
         elif frame_type == frames.FRAME_HEADER:
@@ -456,10 +461,16 @@ class Channel:
         if self._error is not None:
             return
         self.flush_acks()
+        answered = False  # the broker's CloseOk came, or the channel or its connection ended meanwhile
         try:
             self._rpc(commands.Channel.Close(200, "Normal shutdown", 0, 0), commands.Channel.CloseOk)
+            answered = True
+        except AMQPError:
+            answered = True
+            raise
         finally:
-            self.connection.forget_channel(self.id)
+            if answered:  # else interrupted (a timeout, a kill): the number is the broker's until its CloseOk
+                self.connection.forget_channel(self.id)
             self.fail(ChannelClosed(200, "closed by the client"), clean=True)
 
     def add_close_callback(self, callback: Callable[[BaseException | None], None]) -> None:
