@@ -87,6 +87,7 @@ class Channel:
             Basic.Cancel: self._on_server_cancel,
             commands.Channel.Close: self._on_server_close,
             commands.Channel.Flow: self._on_flow,
+            commands.Channel.CloseOk: self._on_close_ok,
         }
 
     # --- synchronous methods -------------------------------------------------------------------
@@ -445,6 +446,11 @@ class Channel:
     def _on_flow(self, frame: commands.Channel.Flow) -> None:
         self._send(frames.method_frame(self.id, commands.Channel.FlowOk(frame.active)))
 
+    def _on_close_ok(self, frame: commands.Channel.CloseOk) -> None:
+        self.connection.forget_channel(self.id)  # the broker is done with the number, whoever still waits
+        if self._rpc_waiter is not None:
+            self._rpc_waiter.set(frame)
+
     def _on_server_close(self, frame: commands.Channel.Close) -> None:
         self._send(frames.method_frame(self.id, commands.Channel.CloseOk()))
         self.connection.forget_channel(self.id)
@@ -461,16 +467,12 @@ class Channel:
         if self._error is not None:
             return
         self.flush_acks()
-        answered = False  # the broker's CloseOk came, or the channel or its connection ended meanwhile
-        try:
+        try:  # the broker's CloseOk frees the channel's number (_on_close_ok), even if this wait is cut short
             self._rpc(commands.Channel.Close(200, "Normal shutdown", 0, 0), commands.Channel.CloseOk)
-            answered = True
-        except AMQPError:
-            answered = True
+        except AMQPError:  # the channel or its connection ended meanwhile
+            self.connection.forget_channel(self.id)
             raise
         finally:
-            if answered:  # else interrupted (a timeout, a kill): the number is the broker's until its CloseOk
-                self.connection.forget_channel(self.id)
             self.fail(ChannelClosed(200, "closed by the client"), clean=True)
 
     def add_close_callback(self, callback: Callable[[BaseException | None], None]) -> None:
