@@ -1,9 +1,9 @@
-"""Link: a connection that stays up.
+"""Link: a channel that stays up, on a connection shared with the other links of the process.
 
-It connects to one of several broker URLs, declares the registered topology and starts the registered
-consumers, and when the connection or its channel dies it reconnects (backoff with jitter) and does it all
-again. Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a declaration the broker
-refuses) are kept in ``setup_error`` so that whoever waits for the link can raise them.
+It connects to one of several broker URLs (taking a connection from :mod:`amphora.connections`), declares the
+registered topology and starts the registered consumers, and when its channel or the connection dies it
+sets up again (backoff with jitter). Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a
+declaration the broker refuses) are kept in ``setup_error`` so that whoever waits for the link can raise them.
 """
 
 from __future__ import annotations
