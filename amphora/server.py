@@ -57,6 +57,7 @@ from .protocol import (
 from .pubsub import PubSub
 from .receiver import QueueReceiver
 from .request_queues import RequestQueues
+from .running import RunningRequests
 from .topology import DEAD_LETTER_LIMIT, Declaration, ServiceTopology
 from .transport import Transport
 from .workers import Workers
@@ -128,7 +129,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.max_request_size = max_request_size
         self.consume_default_queue = consume_default_queue
         self._functions = FunctionRegistry()
-        self._running: dict[str, list[Message]] = {}
+        self._running = RunningRequests()
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
@@ -334,9 +335,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             return
         request_id = message.properties.message_id
         if request_id:
-            running = self._running.get(request_id)
-            if running is not None:
-                running.append(message)
+            if self._running.join(request_id, message):
                 return
             if request_id in self._answered:
                 reply = self._answered.get(request_id)
@@ -345,7 +344,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 else:
                     self._answer(message, reply)
                 return
-            self._running[request_id] = [message]
+            self._running.start(request_id, message)
         self._workers.submit(self._handle_or_hand_back, message)
 
     def _handle_or_hand_back(self, message: Message) -> None:
@@ -358,7 +357,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             self._handle(owned)
         except BaseException:
             request_id = owned.properties.message_id
-            for delivery in self._running.pop(request_id, [owned]) if request_id else [owned]:
+            for delivery in self._running.take_all(request_id, owned):
                 settle_quietly(delivery.reject, True)
             raise
 
@@ -375,12 +374,10 @@ class AmqpRpcServer(PubSub, RequestQueues):
         if message.channel.is_open:
             return message
         request_id = message.properties.message_id
-        copies = [d for d in self._running.pop(request_id, ()) if d.channel.is_open] if request_id else []
-        if not copies:
+        copy = self._running.first_open(request_id)
+        if copy is None:
             log.debug("not starting request %s: the connection it came on is gone", request_id)
-            return None
-        self._running[str(request_id)] = copies
-        return copies[0]
+        return copy
 
     def _handle(self, message: Message) -> None:
         properties = message.properties
@@ -391,7 +388,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             if not request_id or not (properties.reply_to or cast):
                 raise MalformedRequest("a request needs a message_id, and a reply_to unless it is a cast")
             if past_deadline(headers):
-                self._running.pop(request_id, None)
+                self._running.forget(request_id)
                 if message.redelivered:  # it may have run before: dropped, its caller ends with NoResult
                     settle_quietly(message.ack)
                 else:  # dead-lettered back to its caller: it never ran
@@ -417,7 +414,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
         except IgnoreRequest:
-            self._running.pop(request_id, None)
+            self._running.forget(request_id)
             self._on_ignored(message)
             return
         except TimeLimitExceeded as exc:
@@ -449,7 +446,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def _finish_cast(self, message: Message, request_id: str) -> None:
         """A cast wants no reply: remember it ran, and acknowledge it."""
         self._answered.remember(request_id, None)
-        for delivery in self._running.pop(request_id, [message]):
+        for delivery in self._running.take_all(request_id, message):
             settle_quietly(delivery.ack)
 
     def _reply(
@@ -469,7 +466,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         )
         reply = Reply(body, properties)
         self._answered.remember(request_id, reply)  # from now on, a copy that arrives is answered from memory
-        for delivery in self._running.pop(request_id, None) or [message]:
+        for delivery in self._running.take_all(request_id, message):
             self._answer(delivery, reply)
 
     def _answer(self, delivery: Message, reply: Reply) -> None:
@@ -505,7 +502,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
         def on_dead_lettered(error: BaseException | None) -> None:
             if not can_reply:
-                self._running.pop(properties.message_id or "", None)
+                self._running.forget(properties.message_id)
                 settle_quietly(message.ack)
 
         self.transport.outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)

@@ -10,8 +10,8 @@ import gevent
 import pytest
 
 from amphora import AmqpRpcClient, AmqpRpcServer
-from amphora.faultproxy import FaultProxy
 from amphora.testing import RabbitCluster
+from amphora.testing.faultproxy import FaultProxy
 from helpers import wait_until
 
 CALLS = 1000

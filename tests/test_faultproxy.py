@@ -10,8 +10,8 @@ import pytest
 from amphora import AmqpRpcClient, AmqpRpcServer
 from amphora.amqp import connect
 from amphora.amqp.errors import BrokerUnreachable, ConnectionLost, ConnectionTimeout
-from amphora.faultproxy import FaultProxy
 from amphora.testing import RabbitNode
+from amphora.testing.faultproxy import FaultProxy
 from helpers import wait_until
 
 

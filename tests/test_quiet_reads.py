@@ -11,7 +11,7 @@ import pytest
 from amphora.amqp import connect, quiet
 from amphora.amqp.errors import ConnectionLost
 from amphora.amqp.quiet import HELD_LOW_WATER, QuietReads, kernel_supports_quiet_reads
-from amphora.faultproxy import FaultProxy
+from amphora.testing.faultproxy import FaultProxy
 
 pytestmark = [
     pytest.mark.timeout(60),

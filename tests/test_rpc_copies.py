@@ -90,7 +90,7 @@ def test_every_copy_of_a_request_gets_its_own_reply(make_server, amqp_url, servi
     if when == "running":
         assert started.wait(timeout=10)
         send("second")
-        wait_until(lambda: len(server._running.get(request_id, ())) == 2)  # it joined the running one
+        wait_until(lambda: server._running.held(request_id) == 2)  # it joined the running one
         release.set()
     else:
         assert next_reply("first") == request_id

@@ -253,6 +253,15 @@ class Connection:
 
     # --- reading -------------------------------------------------------------------------------
 
+    def hold_reads(self) -> None:
+        """Let small frames such as publisher confirms wait (at most ``reads.max_delay``) instead of waking
+        the reader for each, until :meth:`release_reads` (see :mod:`amphora.amqp.quiet`)."""
+        self.reads.hold()
+
+    def release_reads(self) -> None:
+        """Wake the reader for every frame again, at once for those already waiting."""
+        self.reads.release()
+
     def _read_loop(self) -> None:
         assert self._sock is not None
         recv = self._receiver()

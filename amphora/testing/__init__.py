@@ -12,6 +12,9 @@ Use the fixtures from a ``conftest.py``::
 - ``tls_rabbit_node`` (session): a node that also listens for TLS; ``tls_url`` is its ``amqps://`` URL.
 - ``rabbit_cluster`` (function): three nodes of the test's own joined into a cluster (:class:`RabbitCluster`).
 
+:class:`~amphora.testing.faultproxy.FaultProxy` (imported from its module) cuts, stalls or delays the network
+between processes and a node on demand.
+
 Set ``RABBITMQ_SERVER_BIN`` if ``rabbitmq-server`` is not in ``/usr/lib/rabbitmq/bin`` or on the PATH.
 
 Why not pytest-rabbitmq: it starts and stops a node per session only, with no kill -9, freeze (SIGSTOP),
