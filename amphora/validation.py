@@ -1,0 +1,135 @@
+"""Checking and converting a handler's arguments (and, opt-in, its result) by its type hints, with msgspec.
+
+A request's arguments arrive as the serializer's types (JSON: numbers, strings, lists, objects); each
+annotated parameter's value is converted to its annotation (``msgspec.convert``: ``str`` to ``datetime``,
+base64 text to ``bytes``, objects to dataclasses, Structs and TypedDicts...) or refused with a message that
+names the function, the argument and what was expected. Annotations msgspec cannot convert to (a class of
+its own that is none of those) are not checked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .protocol import MalformedRequest
+
+log = logging.getLogger(__name__)
+
+UNCHECKED: Any = inspect.Parameter.empty
+"""The annotation of a parameter that is not checked (none, or one msgspec cannot convert to)."""
+
+
+class ArgumentMismatch(MalformedRequest):
+    """A request's arguments do not fit the handler's signature; the server refuses it (WrongRequest)."""
+
+
+def convertible(annotation: Any) -> bool:
+    """Whether msgspec can convert to (and describe) ``annotation``."""
+    try:
+        msgspec.json.schema(annotation)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """``func``'s resolved annotations ({} if some cannot be resolved, e.g. names imported only for mypy)."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception as exc:  # NameError, TypeError... from evaluating the annotations' text
+        log.warning("cannot resolve the type hints of %s (%s): its arguments are not checked", func, exc)
+        return {}
+
+
+def handler_signature(func: Callable[..., Any], context: bool) -> inspect.Signature:
+    """The signature a caller sees: without the RequestContext of a handler registered with ``context=True``."""
+    signature = inspect.signature(func)
+    if context:
+        signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return signature
+
+
+def _converted(value: Any, annotation: Any) -> Any:
+    """``value`` as ``annotation``; msgspec.ValidationError if it is not one."""
+    return msgspec.convert(value, annotation, str_keys=True)
+
+
+def _expected(error: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$[1]`" as "expected int, got str (at $[1])"."""
+    text, _, path = str(error).replace("`", "").partition(" - at ")
+    text = text[:1].lower() + text[1:]
+    return f"{text} (at {path})" if path else text
+
+
+@dataclass(frozen=True)
+class Validator:
+    """Converts the arguments of one function (``name``, as callers know it) to its annotations."""
+
+    name: str
+    signature: inspect.Signature
+    annotations: dict[str, Any]
+    """The checked parameters' annotations, by parameter name (``*args: int`` as ``tuple[int, ...]``,
+    ``**kwargs: int`` as ``dict[str, int]``)."""
+    result: Any = UNCHECKED
+    """The annotation the result must fit, if the result is checked."""
+
+    def arguments(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The converted ``(args, kwargs)``; ArgumentMismatch if they do not fit."""
+        if not self.annotations:
+            return args, kwargs
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentMismatch(f"{self.name}: {exc}") from None
+        values = bound.arguments
+        for name, annotation in self.annotations.items():
+            if name in values:
+                try:
+                    values[name] = _converted(values[name], annotation)
+                except msgspec.ValidationError as exc:
+                    raise ArgumentMismatch(f"{self.name}: argument {name!r}: {_expected(exc)}") from None
+        return list(bound.args), bound.kwargs
+
+    def check_result(self, result: Any) -> None:
+        """TypeError if ``result``, as it travels (JSON's types), does not fit the result's annotation."""
+        if self.result is UNCHECKED:
+            return
+        try:
+            _converted(msgspec.to_builtins(result), self.result)
+        except (msgspec.ValidationError, TypeError) as exc:
+            detail = _expected(exc) if isinstance(exc, msgspec.ValidationError) else str(exc)
+            raise TypeError(f"{self.name}: result: {detail}") from None
+
+
+def parameter_annotations(signature: inspect.Signature, hints: dict[str, Any]) -> dict[str, Any]:
+    """The annotations of the parameters that can be checked, by name."""
+    return {name: hints[name] for name in signature.parameters if name in hints and convertible(hints[name])}
+
+
+def build_validator(
+    name: str, func: Callable[..., Any], context: bool, arguments: bool = True, check_result: bool = False
+) -> Validator | None:
+    """The validator of ``func`` registered as ``name``, converting its ``arguments`` and checking its
+    result as asked; None if it has nothing to check."""
+    signature = handler_signature(func, context)
+    hints = type_hints(func)
+    annotations = parameter_annotations(signature, hints) if arguments else {}
+    for parameter, annotation in annotations.items():
+        kind = signature.parameters[parameter].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            annotations[parameter] = tuple[annotation, ...]  # type: ignore[valid-type]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            annotations[parameter] = dict[str, annotation]  # type: ignore[valid-type]
+    result = hints.get("return", UNCHECKED) if check_result else UNCHECKED
+    if result is not UNCHECKED and not convertible(result):
+        result = UNCHECKED
+    if not annotations and result is UNCHECKED:
+        return None
+    return Validator(name, signature, annotations, result)

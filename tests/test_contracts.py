@@ -1,0 +1,235 @@
+"""Typed handlers: arguments converted and checked by their type hints, results checked on request, and the
+``amphora.describe`` answer every server gives."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import TypedDict
+
+import msgspec
+import pytest
+from gevent.event import Event
+
+from amphora import MsgpackSerializer, RemoteException, WrongRequest
+from amphora.dead_letters import DeadLetterQueue
+from amphora.describe import DESCRIBE
+from amphora.functions import FunctionRegistry
+from amphora.validation import ArgumentMismatch, build_validator
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+class Box(msgspec.Struct):
+    corner: Point
+    size: float
+
+
+class Options(TypedDict):
+    scale: int
+
+
+def paint(
+    where: Point, box: Box, color: Color, when: datetime.datetime, data: bytes, options: Options, note: str | None
+) -> dict[str, object]:
+    """Everything the handler got, as Python types."""
+    return {"types": [type(v).__name__ for v in (where, box, color, when, data, options, note)], "data": data}
+
+
+def validated(func, args, kwargs=None, context=False):  # type: ignore[no-untyped-def]
+    validator = build_validator(func.__name__, func, context)
+    assert validator is not None
+    return validator.arguments(list(args), kwargs or {})
+
+
+def refusal(func, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(ArgumentMismatch) as caught:
+        validated(func, args, kwargs)
+    return str(caught.value)
+
+
+def test_arguments_are_converted_from_json_types_to_the_annotations():
+    point, box = {"x": 1, "y": 2}, {"corner": {"x": 0, "y": 0}, "size": 3}
+    given = [point, box, "red", "2026-01-02T03:04:05Z", "aGk="]
+    args, kwargs = validated(paint, given, {"options": {"scale": 2}, "note": None})
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    assert args[:4] == [Point(1.0, 2.0), Box(Point(0.0, 0.0), 3.0), Color.RED, when]
+    assert args[4:] == [b"hi", {"scale": 2}, None] and kwargs == {}  # bound by position, as Python would
+
+
+def test_a_mismatch_names_the_function_the_argument_and_what_was_expected():
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    assert refusal(add, 1, "2") == "add: argument 'y': expected int, got str"
+    assert refusal(add, 1, y=2.5) == "add: argument 'y': expected int, got float"
+    assert refusal(add, 1) == "add: missing a required argument: 'y'"
+    assert refusal(add, 1, 2, 3) == "add: too many positional arguments"
+    assert refusal(paint, {"x": 1, "y": "a"}, None, None, None, None, None, None) == (
+        "paint: argument 'where': expected float, got str (at $.y)"
+    )
+    assert refusal(paint, {"x": 1, "y": 2}, {"corner": {"x": 0, "y": 0}, "size": 1}, "green", "x", "", {}, None) == (
+        "paint: argument 'color': invalid enum value 'green'"
+    )
+
+
+def test_variadic_and_partly_annotated_parameters():
+    def total(label, *values: int, **weights: float) -> str:
+        return label
+
+    assert validated(total, ["a", 1, 2], {"w": 1}) == (["a", 1, 2], {"w": 1.0})
+    assert validated(total, [object(), 1])[0][1] == 1  # the unannotated label is not looked at
+    with pytest.raises(ArgumentMismatch, match=r"argument 'values': expected int, got str \(at \$\[1\]\)"):
+        validated(total, ["a", 1, "2"])
+    with pytest.raises(ArgumentMismatch, match="argument 'weights': expected float, got str"):
+        validated(total, ["a"], {"w": "heavy"})
+
+
+def test_unannotated_or_unconvertible_handlers_are_not_checked():
+    class Opaque:
+        pass
+
+    def untyped(x, y):
+        return x
+
+    def opaque(x: Opaque) -> Opaque:
+        return x
+
+    assert build_validator("untyped", untyped, False) is None
+    assert build_validator("opaque", opaque, False, check_result=True) is None
+
+
+def test_the_request_context_is_not_part_of_the_checked_signature():
+    def greet(context: object, name: str) -> str:
+        return name
+
+    assert validated(greet, ["Ada"], context=True) == (["Ada"], {})
+
+
+def test_reserved_names_are_refused_and_validation_can_be_switched_off():
+    def add(x: int) -> int:
+        return x
+
+    registry = FunctionRegistry(validate=False)
+    with pytest.raises(ValueError, match="amphora's own"):
+        registry.add(add, "amphora.add")
+    registry.add(add)
+    registry.add(add, "checked", validate=True)
+    registry.add(add, "result_only", check_result=True)
+    assert registry.get("add").validator is None  # type: ignore[union-attr]
+    assert registry.get("checked").validator is not None  # type: ignore[union-attr]
+    result_only = registry.get("result_only").validator  # type: ignore[union-attr]
+    assert result_only is not None and result_only.arguments(["x"], {}) == (["x"], {})
+
+
+# --- over the wire -----------------------------------------------------------------------------
+
+
+def test_a_refused_call_fails_with_wrong_request_and_the_handler_does_not_run(
+    make_server, make_client, service, connection
+):
+    ran = Event()
+    server = make_server()
+
+    @server.add_function
+    def add(x: int, y: int) -> int:
+        ran.set()
+        return x + y
+
+    server.serve()
+    client = make_client(timeout=10)
+    with pytest.raises(WrongRequest, match="add: argument 'x': expected int, got str"):
+        client.call.add("1", 2)
+    assert not ran.is_set()
+    assert client.call.add(1, y=2) == 3
+    dead = DeadLetterQueue(connection, service)
+    try:
+        (letter,) = dead.read(10)
+        assert letter.properties.headers["x-amphora-reason"] == "add: argument 'x': expected int, got str"
+    finally:
+        dead.close()
+
+
+def test_converted_types_reach_the_handler_with_json_and_messagepack(make_server, make_client):
+    server = make_server()
+    server.add_function(paint)
+    server.serve()
+    arguments = ({"x": 1, "y": 2}, {"corner": {"x": 0, "y": 0}, "size": 3}, "blue", "2026-01-02T03:04:05Z")
+    for client in (make_client(timeout=10), make_client(timeout=10, serializer=MsgpackSerializer)):
+        result = client.call.paint(*arguments, b"\x00\xff", options={"scale": 1}, note="n")
+        assert result["types"] == ["Point", "Box", "Color", "datetime", "bytes", "dict", "str"]
+        assert result["data"] in ("AP8=", b"\x00\xff")  # bytes travel as base64 in JSON
+
+
+def test_results_are_checked_only_when_asked(make_server, make_client):
+    server = make_server()
+    server.add_function(lambda: "three", name="loose")
+
+    def checked() -> int:
+        return "three"  # type: ignore[return-value]
+
+    server.add_function(checked, check_result=True)
+    server.add_function(checked, "unchecked")
+    server.serve()
+    client = make_client(timeout=10)
+    assert client.call.unchecked() == "three"
+    with pytest.raises(RemoteException, match="checked: result: expected int, got str") as caught:
+        client.call.checked()
+    assert caught.value.error_type == "TypeError"
+
+
+def test_a_server_without_validation_passes_arguments_as_they_come(make_server, make_client):
+    server = make_server(validate=False)
+    server.add_function(lambda x: type(x).__name__, name="kind")
+
+    @server.add_function(validate=True)
+    def strict(x: int) -> str:
+        return type(x).__name__
+
+    @server.add_function
+    def loose(x: int) -> str:
+        return type(x).__name__
+
+    server.serve()
+    client = make_client(timeout=10)
+    assert client.call.loose("1") == "str"
+    with pytest.raises(WrongRequest, match="strict: argument 'x'"):
+        client.call.strict("1")
+
+
+def test_describe_answers_with_signatures_docstrings_and_schemas(make_server, make_client, service):
+    server = make_server()
+    server.add_function(paint)
+
+    @server.add_function("div")
+    def divide(x: float, y: float = 1.0) -> float:
+        """x divided by y."""
+        return x / y
+
+    server.add_function(lambda *values: sum(values), name="total")
+    server.serve()
+    description = make_client(timeout=10).call(function_name=DESCRIBE)()
+    assert description["service"] == service and description["fanout"] is False
+    assert description["request_queues"] == [f"rpc_{service}_request"]
+    assert set(description["functions"]) == {"paint", "div", "total"}
+    div = description["functions"]["div"]
+    assert div["signature"] == "(x: float, y: float = 1.0) -> float" and div["doc"] == "x divided by y."
+    assert div["parameters"][1] == {
+        "name": "y", "kind": "positional_or_keyword", "required": False, "default": 1.0, "schema": {"type": "number"}
+    }  # fmt: skip
+    assert div["result"] == {"type": "number"} and div["validated"] is True
+    assert description["functions"]["total"]["parameters"][0]["schema"] == {}
+    where = description["functions"]["paint"]["parameters"][0]["schema"]
+    assert where == {"$ref": "#/$defs/Point"} and description["$defs"]["Point"]["required"] == ["x", "y"]
