@@ -112,3 +112,15 @@ def _consumed_queues(server: AmqpRpcServer) -> list[str]:
     """The request queues ``server`` takes requests from now: its own, and per-key ones it receives from."""
     default = [server._request_queue] if server.consume_default_queue else []
     return default + [receiver.queue for receiver in server._receivers if not receiver.done]
+
+
+def format_description(description: dict[str, Any]) -> str:
+    """A description as text: the service, then each function's signature and docstring."""
+    kind = "fanout service" if description["fanout"] else "service"
+    queues = ", ".join(description["request_queues"]) or "no queue"
+    lines = [f"{kind} {description['service']}: server {description['server']} reading {queues}"]
+    for name, function in description["functions"].items():
+        unchecked = "" if function["validated"] else "  (arguments not checked)"
+        lines.append(f"  {name}{function['signature']}{unchecked}")
+        lines += [f"      {line}".rstrip() for line in (function["doc"] or "").splitlines()]
+    return "\n".join(lines)

@@ -3,49 +3,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import enum
-from typing import TypedDict
+import json
 
-import msgspec
 import pytest
 from gevent.event import Event
+from typed_service import Box, Color, Point, paint
 
 from amphora import MsgpackSerializer, RemoteException, WrongRequest
+from amphora.cli import main
 from amphora.dead_letters import DeadLetterQueue
 from amphora.describe import DESCRIBE
 from amphora.functions import FunctionRegistry
 from amphora.validation import ArgumentMismatch, build_validator
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Color(enum.Enum):
-    RED = "red"
-    BLUE = "blue"
-
-
-@dataclasses.dataclass
-class Point:
-    x: float
-    y: float
-
-
-class Box(msgspec.Struct):
-    corner: Point
-    size: float
-
-
-class Options(TypedDict):
-    scale: int
-
-
-def paint(
-    where: Point, box: Box, color: Color, when: datetime.datetime, data: bytes, options: Options, note: str | None
-) -> dict[str, object]:
-    """Everything the handler got, as Python types."""
-    return {"types": [type(v).__name__ for v in (where, box, color, when, data, options, note)], "data": data}
 
 
 def validated(func, args, kwargs=None, context=False):  # type: ignore[no-untyped-def]
@@ -233,3 +205,27 @@ def test_describe_answers_with_signatures_docstrings_and_schemas(make_server, ma
     assert description["functions"]["total"]["parameters"][0]["schema"] == {}
     where = description["functions"]["paint"]["parameters"][0]["schema"]
     assert where == {"$ref": "#/$defs/Point"} and description["$defs"]["Point"]["required"] == ["x", "y"]
+
+
+def test_the_describe_command_prints_signatures_and_docstrings(make_server, amqp_url, service, capsys):
+    server = make_server()
+
+    @server.add_function
+    def add(x: int, y: int) -> int:
+        """The sum of x and y."""
+        return x + y
+
+    server.add_function(lambda x: x, name="echo")
+    server.serve()
+    assert main(["describe", service, "--url", amqp_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"service {service}: server {server.name} reading rpc_{service}_request"
+    assert lines[1:] == [
+        "  add(x: int, y: int) -> int",
+        "      The sum of x and y.",
+        "  echo(x)  (arguments not checked)",
+    ]
+    assert main(["describe", service, "--url", amqp_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["functions"]["add"]["result"] == {"type": "integer"}
+    assert main(["describe", "nosuchservice", "--url", amqp_url]) == 2
+    assert "no service 'nosuchservice'" in capsys.readouterr().err
