@@ -13,7 +13,7 @@ import inspect
 import logging
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from types import GenericAlias
 from typing import Any
 
 import msgspec
@@ -68,34 +68,73 @@ def _expected(error: msgspec.ValidationError) -> str:
     return f"{text} (at {path})" if path else text
 
 
-@dataclass(frozen=True)
-class Validator:
-    """Converts the arguments of one function (``name``, as callers know it) to its annotations."""
+P = inspect.Parameter
+VARIADIC = (P.VAR_POSITIONAL, P.VAR_KEYWORD)
 
-    name: str
-    signature: inspect.Signature
-    annotations: dict[str, Any]
-    """The checked parameters' annotations, by parameter name (``*args: int`` as ``tuple[int, ...]``,
-    ``**kwargs: int`` as ``dict[str, int]``)."""
-    result: Any = UNCHECKED
-    """The annotation the result must fit, if the result is checked."""
+
+class Validator:
+    """Converts the arguments of one function (``name``, as callers know it) to its annotations.
+
+    ``annotations`` are those of the checked parameters, by name (of each element for ``*args`` and
+    ``**kwargs``); ``result`` the annotation the result must fit, if it is checked. Arguments keep their
+    place: positional ones stay positional.
+    """
+
+    def __init__(
+        self, name: str, signature: inspect.Signature, annotations: dict[str, Any], result: Any = UNCHECKED
+    ) -> None:
+        self.name, self.signature, self.annotations, self.result = name, signature, annotations, result
+        parameters = list(signature.parameters.values())
+        self._positional = [p.name for p in parameters if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        self._by_position = [(i, n, annotations[n]) for i, n in enumerate(self._positional) if n in annotations]
+        self._keywords = {p.name for p in parameters if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
+        self._by_name = {n: annotations[n] for n in self._keywords if n in annotations}
+        self._required = {p.name for p in parameters if p.default is P.empty and p.kind not in VARIADIC}
+        rest = [p.name for p in parameters if p.kind is P.VAR_POSITIONAL]
+        self._rest = rest[0] if rest else None
+        self._rest_annotation = GenericAlias(list, annotations[rest[0]]) if rest and rest[0] in annotations else None
+        extra = [p.name for p in parameters if p.kind is P.VAR_KEYWORD]
+        self._takes_extra = bool(extra)
+        self._extra_annotation = annotations.get(extra[0]) if extra else None
 
     def arguments(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The converted ``(args, kwargs)``; ArgumentMismatch if they do not fit."""
         if not self.annotations:
             return args, kwargs
+        self._check_binding(args, kwargs)
+        converted = list(args)
+        for index, name, annotation in self._by_position:
+            if index >= len(args):
+                break
+            converted[index] = self._converted(name, args[index], annotation)
+        count = len(self._positional)
+        if self._rest_annotation is not None and len(args) > count:
+            converted[count:] = self._converted(self._rest, args[count:], self._rest_annotation)
+        named = dict(kwargs)
+        for key, value in kwargs.items():
+            annotation = self._by_name.get(key) if key in self._keywords else self._extra_annotation
+            if annotation is not None:
+                named[key] = self._converted(key, value, annotation)
+        return converted, named
+
+    def _check_binding(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """ArgumentMismatch, with Python's message, if the handler cannot take these arguments."""
+        given = set(self._positional[: len(args)])
+        fits = (len(args) <= len(self._positional) or self._rest is not None) and self._required <= given | (
+            kwargs.keys() & self._keywords
+        )
+        fits = fits and all(key not in given and (key in self._keywords or self._takes_extra) for key in kwargs)
+        if not fits:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ArgumentMismatch(f"{self.name}: {exc}") from None
+
+    def _converted(self, name: str | None, value: Any, annotation: Any) -> Any:
         try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentMismatch(f"{self.name}: {exc}") from None
-        values = bound.arguments
-        for name, annotation in self.annotations.items():
-            if name in values:
-                try:
-                    values[name] = _converted(values[name], annotation)
-                except msgspec.ValidationError as exc:
-                    raise ArgumentMismatch(f"{self.name}: argument {name!r}: {_expected(exc)}") from None
-        return list(bound.args), bound.kwargs
+            return _converted(value, annotation)
+        except msgspec.ValidationError as exc:
+            raise ArgumentMismatch(f"{self.name}: argument {name!r}: {_expected(exc)}") from None
 
     def check_result(self, result: Any) -> None:
         """TypeError if ``result``, as it travels (JSON's types), does not fit the result's annotation."""
@@ -109,8 +148,12 @@ class Validator:
 
 
 def parameter_annotations(signature: inspect.Signature, hints: dict[str, Any]) -> dict[str, Any]:
-    """The annotations of the parameters that can be checked, by name."""
-    return {name: hints[name] for name in signature.parameters if name in hints and convertible(hints[name])}
+    """The annotations of the parameters that can be checked, by name (not ``Any``: nothing to check)."""
+    return {
+        name: hints[name]
+        for name in signature.parameters
+        if name in hints and hints[name] is not Any and convertible(hints[name])
+    }
 
 
 def build_validator(
@@ -121,12 +164,6 @@ def build_validator(
     signature = handler_signature(func, context)
     hints = type_hints(func)
     annotations = parameter_annotations(signature, hints) if arguments else {}
-    for parameter, annotation in annotations.items():
-        kind = signature.parameters[parameter].kind
-        if kind is inspect.Parameter.VAR_POSITIONAL:
-            annotations[parameter] = tuple[annotation, ...]  # type: ignore[valid-type]
-        elif kind is inspect.Parameter.VAR_KEYWORD:
-            annotations[parameter] = dict[str, annotation]  # type: ignore[valid-type]
     result = hints.get("return", UNCHECKED) if check_result else UNCHECKED
     if result is not UNCHECKED and not convertible(result):
         result = UNCHECKED

@@ -38,7 +38,7 @@ def test_arguments_are_converted_from_json_types_to_the_annotations():
     args, kwargs = validated(paint, given, {"options": {"scale": 2}, "note": None})
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     assert args[:4] == [Point(1.0, 2.0), Box(Point(0.0, 0.0), 3.0), Color.RED, when]
-    assert args[4:] == [b"hi", {"scale": 2}, None] and kwargs == {}  # bound by position, as Python would
+    assert args[4] == b"hi" and kwargs == {"options": {"scale": 2}, "note": None}
 
 
 def test_a_mismatch_names_the_function_the_argument_and_what_was_expected():
@@ -65,7 +65,7 @@ def test_variadic_and_partly_annotated_parameters():
     assert validated(total, [object(), 1])[0][1] == 1  # the unannotated label is not looked at
     with pytest.raises(ArgumentMismatch, match=r"argument 'values': expected int, got str \(at \$\[1\]\)"):
         validated(total, ["a", 1, "2"])
-    with pytest.raises(ArgumentMismatch, match="argument 'weights': expected float, got str"):
+    with pytest.raises(ArgumentMismatch, match="total: argument 'w': expected float, got str"):
         validated(total, ["a"], {"w": "heavy"})
 
 
@@ -229,3 +229,37 @@ def test_the_describe_command_prints_signatures_and_docstrings(make_server, amqp
     assert json.loads(capsys.readouterr().out)["functions"]["add"]["result"] == {"type": "integer"}
     assert main(["describe", "nosuchservice", "--url", amqp_url]) == 2
     assert "no service 'nosuchservice'" in capsys.readouterr().err
+
+
+def shaped(a: int, /, b: int, c: int = 0, *rest: int, d: int, e: int = 0, **extra: int) -> None:
+    """Every kind of parameter."""
+
+
+def plain(a: int, b: int = 0, *, c: int) -> None:
+    """No variadic parameters."""
+
+
+CALL_SHAPES = [
+    ((1, 2), {"d": 3}),
+    ((1, 2, 3, 4, 5), {"d": 3, "z": 9}),
+    ((1,), {"b": 2, "d": 3}),
+    ((1, 2), {}),
+    ((), {"a": 1, "b": 2, "d": 3}),
+    ((1, 2), {"b": 2, "d": 3}),
+    ((1,), {"c": 3}),
+    ((1, 2, 3), {"c": 3}),
+    ((), {"a": 1, "c": 3}),
+    ((1,), {"a": 1, "c": 3}),
+    ((1,), {"c": 3, "x": 1}),
+]
+
+
+@pytest.mark.parametrize("func", [shaped, plain])
+@pytest.mark.parametrize(("args", "kwargs"), CALL_SHAPES)
+def test_arguments_are_refused_exactly_when_python_would_refuse_them(func, args, kwargs):
+    try:
+        func(*args, **kwargs)
+    except TypeError:
+        assert refusal(func, *args, **kwargs).startswith(f"{func.__name__}: ")  # in inspect.Signature's words
+    else:
+        assert validated(func, args, kwargs) == (list(args), kwargs)
