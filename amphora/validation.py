@@ -22,7 +22,8 @@ from .protocol import MalformedRequest
 
 log = logging.getLogger(__name__)
 
-UNCHECKED: Any = inspect.Parameter.empty
+P = inspect.Parameter
+UNCHECKED: Any = P.empty
 """The annotation of a parameter that is not checked (none, or one msgspec cannot convert to)."""
 
 
@@ -40,17 +41,33 @@ def convertible(annotation: Any) -> bool:
 
 
 def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
-    """``func``'s resolved annotations ({} if some cannot be resolved, e.g. names imported only for mypy)."""
+    """``func``'s resolved annotations (a callable object's: its ``__call__``'s); {} if it has none that
+    Python can read, or if some cannot be resolved (names imported only for mypy: logged)."""
+    target = func if inspect.isroutine(func) or isinstance(func, type) else type(func).__call__
     try:
-        return typing.get_type_hints(func)
-    except Exception as exc:  # NameError, TypeError... from evaluating the annotations' text
+        return typing.get_type_hints(target)
+    except NameError as exc:
         log.warning("cannot resolve the type hints of %s (%s): its arguments are not checked", func, exc)
-        return {}
+    except TypeError:  # not something annotations are read from (a functools.partial...)
+        pass
+    return {}
+
+
+UNKNOWN_SIGNATURE = inspect.Signature(
+    [
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+"""The signature of a callable whose own Python cannot tell (some builtins): it takes anything."""
 
 
 def handler_signature(func: Callable[..., Any], context: bool) -> inspect.Signature:
     """The signature a caller sees: without the RequestContext of a handler registered with ``context=True``."""
-    signature = inspect.signature(func)
+    try:
+        signature = inspect.signature(func)
+    except (ValueError, TypeError):
+        return UNKNOWN_SIGNATURE
     if context:
         signature = signature.replace(parameters=list(signature.parameters.values())[1:])
     return signature
@@ -68,7 +85,6 @@ def _expected(error: msgspec.ValidationError) -> str:
     return f"{text} (at {path})" if path else text
 
 
-P = inspect.Parameter
 VARIADIC = (P.VAR_POSITIONAL, P.VAR_KEYWORD)
 
 

@@ -117,3 +117,11 @@ def test_the_command_writes_the_document(tmp_path, capsys):
     written = json.loads(output.read_text())
     assert written["operations"].keys() == math_document()["operations"].keys()
     assert written["servers"]["broker"]["host"] == "rabbit.example:5672"
+
+
+def test_the_documented_math_document_is_current():
+    """docs/math.asyncapi.json is what ``amphora asyncapi examples.math_server:server`` writes."""
+    documented = json.loads((Path(__file__).parent.parent / "docs" / "math.asyncapi.json").read_text())
+    assert documented == asyncapi_document(
+        import_object("examples.math_server:server"), broker_parameters("amqp://localhost:5672/")
+    )

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import textwrap
+from pathlib import Path
 
 import pytest
 from gevent.event import Event
 from typed_service import Box, Color, Point, paint
 
 from amphora import MsgpackSerializer, RemoteException, WrongRequest
-from amphora.cli import main
+from amphora.cli import import_object, main
 from amphora.dead_letters import DeadLetterQueue
-from amphora.describe import DESCRIBE
+from amphora.describe import DESCRIBE, describe, describe_functions, format_description
 from amphora.functions import FunctionRegistry
 from amphora.validation import ArgumentMismatch, build_validator
 
@@ -263,3 +265,38 @@ def test_arguments_are_refused_exactly_when_python_would_refuse_them(func, args,
         assert refusal(func, *args, **kwargs).startswith(f"{func.__name__}: ")  # in inspect.Signature's words
     else:
         assert validated(func, args, kwargs) == (list(args), kwargs)
+
+
+def test_callables_of_every_kind_can_be_registered_and_described():
+    import functools
+    import time
+
+    class Scaler:
+        def __call__(self, x: int) -> int:
+            return 2 * x
+
+    registry = FunctionRegistry()
+    registry.add(time.time, "now")  # a builtin without a signature
+    registry.add(functools.partial(lambda a, b: a + b, 1), "plus_one")
+    registry.add(Scaler(), "scale")
+    assert registry.get("now").validator is None  # type: ignore[union-attr]
+    assert validated_by(registry, "scale", ["2"]) == "scale: argument 'x': expected int, got str"
+    functions, _ = describe_functions(registry.public())
+    assert functions["now"]["signature"] == "(*args, **kwargs)"
+    assert functions["plus_one"]["signature"] == "(b)"
+    assert functions["scale"]["signature"] == "(x: int) -> int"
+
+
+def validated_by(registry: FunctionRegistry, name: str, args: list) -> str:  # type: ignore[type-arg]
+    validator = registry.get(name).validator  # type: ignore[union-attr]
+    with pytest.raises(ArgumentMismatch) as caught:
+        validator.arguments(args, {})  # type: ignore[union-attr]
+    return str(caught.value)
+
+
+def test_the_documented_describe_output_is_current():
+    """docs/contracts.rst shows ``amphora describe math`` for examples/math_server.py."""
+    server = import_object("examples.math_server:server")
+    text = format_description(describe(server)).replace(server.name, "myhost.4242.a1b2c3")
+    page = (Path(__file__).parent.parent / "docs" / "contracts.rst").read_text()
+    assert textwrap.indent(text, "    ") in page
