@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import typing
 from collections.abc import Callable
 from types import GenericAlias
@@ -106,6 +107,11 @@ class Validator:
         self._keywords = {p.name for p in parameters if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
         self._by_name = {n: annotations[n] for n in self._keywords if n in annotations}
         self._required = {p.name for p in parameters if p.default is P.empty and p.kind not in VARIADIC}
+        only_by_name = any(p.kind is P.KEYWORD_ONLY and p.default is P.empty for p in parameters)
+        self._least_positional = math.inf if only_by_name else len(self._required)
+        self._most_positional = (
+            math.inf if any(p.kind is P.VAR_POSITIONAL for p in parameters) else len(self._positional)
+        )
         rest = [p.name for p in parameters if p.kind is P.VAR_POSITIONAL]
         self._rest = rest[0] if rest else None
         self._rest_annotation = GenericAlias(list, annotations[rest[0]]) if rest and rest[0] in annotations else None
@@ -135,6 +141,8 @@ class Validator:
 
     def _check_binding(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """ArgumentMismatch, with Python's message, if the handler cannot take these arguments."""
+        if not kwargs and self._least_positional <= len(args) <= self._most_positional:
+            return  # the common case, checked cheaply
         given = set(self._positional[: len(args)])
         fits = (len(args) <= len(self._positional) or self._rest is not None) and self._required <= given | (
             kwargs.keys() & self._keywords
