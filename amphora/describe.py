@@ -10,7 +10,7 @@ import msgspec
 
 from .functions import Function
 from .protocol import PROTOCOL_VERSION
-from .validation import UNCHECKED, convertible, handler_signature, parameter_annotations, type_hints
+from .validation import UNCHECKED, handler_signature, parameter_annotations, result_annotation, type_hints
 
 if TYPE_CHECKING:
     from .server import AmqpRpcServer
@@ -61,8 +61,7 @@ def describe_functions(
         signature = handler_signature(function.func, function.context)
         hints = type_hints(function.func)
         checked = parameter_annotations(signature, hints)
-        result = hints.get("return", UNCHECKED)
-        result = result if result is not UNCHECKED and convertible(result) else UNCHECKED
+        result = result_annotation(hints)
         described.append((name, function, _resolved(signature, hints), checked, result))
         annotations += [*checked.values(), *([result] if result is not UNCHECKED else [])]
     schemas, components = msgspec.json.schema_components(annotations, ref_template=ref_template)

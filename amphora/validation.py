@@ -180,6 +180,12 @@ def parameter_annotations(signature: inspect.Signature, hints: dict[str, Any]) -
     }
 
 
+def result_annotation(hints: dict[str, Any]) -> Any:
+    """The return annotation among ``hints`` if it can be checked, else UNCHECKED."""
+    result = hints.get("return", UNCHECKED)
+    return result if result is not UNCHECKED and result is not Any and convertible(result) else UNCHECKED
+
+
 def build_validator(
     name: str, func: Callable[..., Any], context: bool, arguments: bool = True, check_result: bool = False
 ) -> Validator | None:
@@ -188,9 +194,7 @@ def build_validator(
     signature = handler_signature(func, context)
     hints = type_hints(func)
     annotations = parameter_annotations(signature, hints) if arguments else {}
-    result = hints.get("return", UNCHECKED) if check_result else UNCHECKED
-    if result is not UNCHECKED and not convertible(result):
-        result = UNCHECKED
+    result = result_annotation(hints) if check_result else UNCHECKED
     if not annotations and result is UNCHECKED:
         return None
     return Validator(name, signature, annotations, result)

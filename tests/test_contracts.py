@@ -12,7 +12,7 @@ import pytest
 from gevent.event import Event
 from typed_service import Box, Color, Point, paint
 
-from amphora import MsgpackSerializer, RemoteException, WrongRequest
+from amphora import AmqpRpcFanoutServer, MsgpackSerializer, RemoteException, WrongRequest
 from amphora.cli import import_object, main
 from amphora.dead_letters import DeadLetterQueue
 from amphora.describe import DESCRIBE, describe, describe_functions, format_description
@@ -300,3 +300,25 @@ def test_the_documented_describe_output_is_current():
     text = format_description(describe(server)).replace(server.name, "myhost.4242.a1b2c3")
     page = (Path(__file__).parent.parent / "docs" / "contracts.rst").read_text()
     assert textwrap.indent(text, "    ") in page
+
+
+def test_describe_tells_fanout_services_and_per_key_queues(make_server, make_client, amqp_url, service, capsys):
+    fanout = AmqpRpcFanoutServer(f"{service}_fanout", url=amqp_url, name="fan-1")
+    try:
+        fanout.add_function(lambda: "ok", name="status")
+        fanout.serve()
+        assert main(["describe", f"{service}_fanout", "--url", amqp_url]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(
+            f"fanout service {service}_fanout: server fan-1 reading rpc_{service}_fanout_fanout_fan-1"
+        )
+    finally:
+        fanout.stop()
+    server = make_server(consume_default_queue=False)
+    server.add_function(lambda: "ok", name="status")
+    server.serve()
+    server.create_new_request_queue("gpu")
+    receiver = server.receive_from_queue("gpu", block=False)
+    client = make_client(timeout=10)
+    assert client.call(function_name=DESCRIBE, routing_key="gpu")()["request_queues"] == [f"rpc_{service}_queue_gpu"]
+    receiver.stop()
