@@ -643,6 +643,8 @@ examples:
 DESCRIBE_EPILOG = """\
 Calls the function amphora.describe, which every server answers: the service's functions with their
 signatures and docstrings, and with --json their JSON Schemas too (see the protocol documentation).
+Exit status 1 if the server refused (an amphora older than describe), 2 if there is no such service or no
+server answered within --timeout.
 
 examples:
   amphora describe math
@@ -774,9 +776,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_level(dead, "CRITICAL")
 
     describe_command = add_subcommand(
-        subparsers, "describe", "Print a service's functions as a server of it describes them.", DESCRIBE_EPILOG,
+        subparsers,
+        "describe",
+        "Print a service's functions, as its servers describe them.",
+        DESCRIBE_EPILOG,
         cmd_describe,
-    )  # fmt: skip
+    )
     describe_command.add_argument("service", help="the service name")
     describe_command.add_argument("--json", action="store_true", help="print the whole answer, with JSON Schemas")
     describe_command.add_argument(

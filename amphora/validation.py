@@ -54,12 +54,7 @@ def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
     return {}
 
 
-UNKNOWN_SIGNATURE = inspect.Signature(
-    [
-        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
-        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
-    ]
-)
+UNKNOWN_SIGNATURE = inspect.Signature([P("args", P.VAR_POSITIONAL), P("kwargs", P.VAR_KEYWORD)])
 """The signature of a callable whose own Python cannot tell (some builtins): it takes anything."""
 
 
@@ -107,17 +102,15 @@ class Validator:
         self._keywords = {p.name for p in parameters if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)}
         self._by_name = {n: annotations[n] for n in self._keywords if n in annotations}
         self._required = {p.name for p in parameters if p.default is P.empty and p.kind not in VARIADIC}
-        only_by_name = any(p.kind is P.KEYWORD_ONLY and p.default is P.empty for p in parameters)
-        self._least_positional = math.inf if only_by_name else len(self._required)
-        self._most_positional = (
-            math.inf if any(p.kind is P.VAR_POSITIONAL for p in parameters) else len(self._positional)
-        )
         rest = [p.name for p in parameters if p.kind is P.VAR_POSITIONAL]
         self._rest = rest[0] if rest else None
         self._rest_annotation = GenericAlias(list, annotations[rest[0]]) if rest and rest[0] in annotations else None
         extra = [p.name for p in parameters if p.kind is P.VAR_KEYWORD]
         self._takes_extra = bool(extra)
         self._extra_annotation = annotations.get(extra[0]) if extra else None
+        only_by_name = any(p.kind is P.KEYWORD_ONLY and p.default is P.empty for p in parameters)
+        self._least_positional = math.inf if only_by_name else len(self._required)
+        self._most_positional = math.inf if rest else len(self._positional)
 
     def arguments(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The converted ``(args, kwargs)``; ArgumentMismatch if they do not fit."""
@@ -144,9 +137,7 @@ class Validator:
         if not kwargs and self._least_positional <= len(args) <= self._most_positional:
             return  # the common case, checked cheaply
         given = set(self._positional[: len(args)])
-        fits = (len(args) <= len(self._positional) or self._rest is not None) and self._required <= given | (
-            kwargs.keys() & self._keywords
-        )
+        fits = len(args) <= self._most_positional and self._required <= given | (kwargs.keys() & self._keywords)
         fits = fits and all(key not in given and (key in self._keywords or self._takes_extra) for key in kwargs)
         if not fits:
             try:

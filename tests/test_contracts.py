@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import textwrap
 from pathlib import Path
 
@@ -322,3 +323,12 @@ def test_describe_tells_fanout_services_and_per_key_queues(make_server, make_cli
     client = make_client(timeout=10)
     assert client.call(function_name=DESCRIBE, routing_key="gpu")()["request_queues"] == [f"rpc_{service}_queue_gpu"]
     receiver.stop()
+
+
+def test_type_hints_that_cannot_be_resolved_are_logged_and_not_checked(caplog):
+    def later(x: Missing) -> int:  # type: ignore[name-defined]  # noqa: F821
+        return x
+
+    with caplog.at_level(logging.WARNING, logger="amphora.validation"):
+        assert build_validator("later", later, False) is None
+    assert "cannot resolve the type hints" in caplog.text and "Missing" in caplog.text
