@@ -46,8 +46,8 @@ def _ref(*path: str) -> dict[str, str]:
     return {"$ref": "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)}
 
 
-def _exchange(name: str, kind: str) -> dict[str, Any]:
-    return {"name": name, "type": kind, "durable": True, "autoDelete": False, "vhost": "/"}
+def _exchange(name: str, kind: str, vhost: str) -> dict[str, Any]:
+    return {"name": name, "type": kind, "durable": True, "autoDelete": False, "vhost": vhost}
 
 
 def request_payload(name: str, function: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +159,7 @@ def asyncapi_document(server: AmqpRpcServer, brokers: Sequence[ConnectionParamet
     """The AsyncAPI 3.0 document of ``server``'s service, reached through ``brokers``."""
     topology = server.topology
     content_type = server.serializer.content_type
+    vhost = brokers[0].vhost if brokers else "/"
     functions, schemas = describe_functions(server._functions.public(), SCHEMA_REF)
     messages: dict[str, Any] = {ERROR: _error_message(content_type)}
     operations: dict[str, Any] = {}
@@ -215,7 +216,7 @@ def asyncapi_document(server: AmqpRpcServer, brokers: Sequence[ConnectionParamet
         "servers": _servers(brokers),
         "defaultContentType": content_type,
         "channels": {
-            "requests": _requests_channel(server, requests),
+            "requests": _requests_channel(server, requests, vhost),
             "replies": {
                 "address": "{client}",
                 "title": "Replies",
@@ -228,7 +229,7 @@ def asyncapi_document(server: AmqpRpcServer, brokers: Sequence[ConnectionParamet
                 "bindings": {
                     "amqp": {
                         "is": "routingKey",
-                        "exchange": _exchange(topology.response_exchange, "direct"),
+                        "exchange": _exchange(topology.response_exchange, "direct", vhost),
                         "bindingVersion": AMQP_BINDING_VERSION,
                     }
                 },
@@ -252,11 +253,11 @@ def asyncapi_document(server: AmqpRpcServer, brokers: Sequence[ConnectionParamet
     }
 
 
-def _requests_channel(server: AmqpRpcServer, messages: dict[str, Any]) -> dict[str, Any]:
+def _requests_channel(server: AmqpRpcServer, messages: dict[str, Any], vhost: str) -> dict[str, Any]:
     """The request exchange: a fanout one copies each request to every server's queue; a direct one routes
     it by routing key, empty for the default queue or a per-key queue's key."""
     topology = server.topology
-    exchange = {"exchange": _exchange(topology.request_exchange, "fanout" if server.fanout else "direct")}
+    exchange = {"exchange": _exchange(topology.request_exchange, "fanout" if server.fanout else "direct", vhost)}
     channel: dict[str, Any] = {"title": "Requests", "messages": messages}
     if server.fanout:
         channel["address"] = None

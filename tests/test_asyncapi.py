@@ -105,6 +105,7 @@ def test_per_key_queues_are_a_parameter_of_the_request_channel_and_fanout_has_no
         and "rpc_math_queue_{label}" in requests["parameters"]["routingKey"]["description"]
     )
     assert requests["bindings"]["amqp"]["exchange"]["name"] == "rpc_math_request"
+    assert requests["bindings"]["amqp"]["exchange"]["vhost"] == "prod"  # the broker's, as in BROKERS
     fanout = asyncapi_document(fanout_server(), [])["channels"]["requests"]
     assert fanout["address"] is None and fanout["bindings"]["amqp"]["exchange"]["type"] == "fanout"
 
