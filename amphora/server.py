@@ -34,6 +34,7 @@ from .compression import (
     decompress,
 )
 from .config import broker_parameters
+from .describe import DESCRIBE, describe
 from .exceptions import HandlerTimeout, IgnoreRequest
 from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, checked_reply_headers, invoke
 from .link import settle_quietly
@@ -102,6 +103,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         dead_letter_limit: int | None = DEAD_LETTER_LIMIT,
         metrics: Metrics | None = None,
         tracebacks: bool = False,
+        validate: bool = True,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
@@ -128,7 +130,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.compress_threshold = compress_threshold
         self.max_request_size = max_request_size
         self.consume_default_queue = consume_default_queue
-        self._functions = FunctionRegistry()
+        self._functions = FunctionRegistry(validate)
+        self._functions.add_reserved(DESCRIBE, lambda: describe(self))
         self._running = RunningRequests()
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
@@ -171,7 +174,14 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     @overload
     def add_function(
-        self, func: F, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+        self,
+        func: F,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> F: ...
 
     @overload
@@ -182,19 +192,32 @@ class AmqpRpcServer(PubSub, RequestQueues):
         *,
         time_limit: float | None = None,
         context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> Callable[[F], F]: ...
 
     def add_function(
-        self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+        self,
+        func: Any = None,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> Any:
         """Register a function for remote calls, under its own name or ``name``.
 
         Works as a call (``add_function(f)``, ``add_function(f, name="x")``), as a bare decorator, and as a
         decorator with a name (``@add_function("div")`` or ``@add_function(name="div")``). ``time_limit``
         (seconds) overrides the server's; with ``context=True`` the function gets a
-        :class:`~amphora.functions.RequestContext` as its first argument.
+        :class:`~amphora.functions.RequestContext` as its first argument. ``validate`` (the server's
+        ``validate`` if None) converts the arguments by the function's type hints, refusing a mismatch;
+        ``check_result`` checks the result against its return annotation (see :doc:`contracts`).
         """
-        return self._functions.add(func, name, time_limit=time_limit, context=context)
+        return self._functions.add(
+            func, name, time_limit=time_limit, context=context, validate=validate, check_result=check_result
+        )
 
     # --- running -------------------------------------------------------------------------------
 
@@ -403,6 +426,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
             if function is None:
                 suggestion = self._functions.did_you_mean(func_name)
                 raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}{suggestion}")
+            if function.validator is not None:
+                args, kwargs = function.validator.arguments(args, kwargs)
         except (MalformedRequest, BodyRefused) as exc:
             self._refuse(message, str(exc))
             return
