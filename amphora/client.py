@@ -7,7 +7,6 @@ durable reply queue, which outlives a lost connection; replies nobody waits for 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
@@ -19,7 +18,7 @@ import gevent
 from gevent.event import AsyncResult, Event
 
 from . import exiting
-from .amqp import Connection, Message, Properties
+from .amqp import Connection, Message
 from .amqp.errors import AMQPError
 from .compression import (
     DEFAULT_MAX_SIZE,
@@ -37,29 +36,26 @@ from .exceptions import (
     WrongRequest,
     WrongResult,
 )
-from .link import Link, queue_exists, start_links
-from .metrics import Metrics, report_call, watch_links
-from .outbox import Outbox
+from .link import queue_exists
+from .metrics import Metrics, report_call
 from .pending import PendingCall, PendingCalls, publish_error
 from .protocol import (
     HANDLER_TIMEOUT,
-    HEADER_CAST,
-    HEADER_CLIENT,
-    HEADER_DEADLINE,
     HEADER_ERROR,
     HEADER_SERVER,
-    HEADER_VERSION,
-    PROTOCOL_VERSION,
     RESERVED_HEADER_PREFIXES,
     WRONG_REQUEST,
     Serializer,
+    death,
     decode_reply,
     encode_request,
     make_serializer,
+    request_properties,
 )
 from .pubsub import PubSub
-from .request_queues import KnownQueues, RequestQueues
+from .request_queues import RequestQueues
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +65,6 @@ _AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, H
 """The exception for each ``x-amphora-error`` header value of a reply."""
 CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
 """Options of ``client.call(...)``, ``client.cast(...)`` and (with ``wait_publish``) ``client.defer(...)``."""
-
-
-@functools.lru_cache(maxsize=256)
-def _expiration(timeout: float) -> str:
-    """A request's ``expiration`` property: its timeout in milliseconds (one string per timeout, not per call)."""
-    return str(max(1, int(timeout * 1000)))
 
 
 class RequestIds:
@@ -166,7 +156,6 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self.exit_timeout = exit_timeout
         self.uuid = uuid or uuid_module.uuid4().hex
         self._request_ids = RequestIds()
-        self._known_queues = KnownQueues()
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent
@@ -183,21 +172,24 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._pending = PendingCalls(self._no_broker)
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
-        parameters = broker_parameters(url, urls, **connection_options)
-        self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
-        self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
-        self._outbox = Outbox(self._publisher, limit=outbox_limit, block=outbox_block)
+        self.transport = transport = Transport(
+            broker_parameters(url, urls, **connection_options),
+            f"{service_name} client",
+            prefetch=REPLY_PREFETCH,
+            outbox_limit=outbox_limit,
+            outbox_block=outbox_block,
+        )
         self.metrics = metrics
         if metrics is not None:
-            watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
+            transport.watch(metrics)
         shared = self.topology.exchanges()
         if not self.fanout:  # calls made before any server starts wait in the service's queue
             shared += self.topology.default_request_queue()
-        self._consumer.declare(shared + self.topology.client_reply_queue(self.uuid))
-        self._publisher.declare(shared)
-        self._consumer.on_connected(self._check_reply_queue)
-        self._publisher.on_connected(self._wait_for_reply_queue)
-        self._consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
+        transport.declare(shared)
+        transport.consumer.declare(self.topology.client_reply_queue(self.uuid))
+        transport.consumer.on_connected(self._check_reply_queue)
+        transport.publisher.on_connected(self._wait_for_reply_queue)
+        transport.consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
         self.call = Caller(self._call, CALL_OPTIONS)
         self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
         self.cast = Caller(self._cast, CALL_OPTIONS)
@@ -214,7 +206,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """
         self._stopped.clear()
         exiting.running(self)
-        start_links((self._consumer, self._publisher), "calling")
+        self.transport.start("calling")
         if not nowait:
             self._stopped.wait()
 
@@ -222,27 +214,18 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """Disconnect. Unconfirmed requests stay in the outbox until :meth:`serve`; pending calls keep
         their timeouts."""
         exiting.stopped(self)
-        self.stop_publisher()
-        self.stop_consumer()
+        self.transport.stop()
         self._stopped.set()
 
     def _stop_at_exit(self, timeout: float) -> None:
         """At interpreter exit (:mod:`amphora.exiting`): wait up to ``timeout`` seconds for the broker to
         confirm what the outbox holds (requests, casts, events), then :meth:`stop`."""
-        self._outbox.flush(timeout)
+        self.transport.outbox.flush(timeout)
         self.stop()
-
-    def stop_publisher(self) -> None:
-        """Disconnect the publishing side; requests wait in the outbox."""
-        self._publisher.stop()
-
-    def stop_consumer(self) -> None:
-        """Disconnect the consuming side; replies wait in the reply queue."""
-        self._consumer.stop()
 
     def _no_broker(self) -> str | None:
         """Why the client has no broker connection, while it cannot get one (None if it has one)."""
-        return self._consumer.unreachable() or self._publisher.unreachable()
+        return self.transport.unreachable()
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -361,31 +344,21 @@ class AmqpRpcClient(PubSub, RequestQueues):
         if routing_key is None:
             routing_key = self._routing_key(func_name, args, kwargs)
         body, encoding = compress(encode_request(self.serializer, func_name, args, kwargs), self.compress_threshold)
-        all_headers: dict[str, Any] = {**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: self.uuid}
-        expiration = None
-        now = time.time()
-        if timeout:
-            all_headers[HEADER_DEADLINE] = int((now + timeout) * 1000)
-            expiration = _expiration(timeout)
-        if cast:
-            all_headers[HEADER_CAST] = True
-        properties = Properties(
+        properties = request_properties(
+            request_id=request_id,
+            client_id=self.uuid,
             content_type=self.serializer.content_type,
             content_encoding=encoding,
-            delivery_mode=2 if self.persistent else 1,
+            timeout=timeout,
+            cast=cast,
+            persistent=self.persistent,
             priority=priority,
-            message_id=request_id,
-            reply_to=None if cast else self.uuid,
-            expiration=expiration,
-            # whole seconds, what AMQP carries: pamqp types timestamp as datetime, amphora's own properties
-            # codec (amqp/properties.py) encodes ints and datetimes alike
-            timestamp=int(now),  # type: ignore[arg-type]
-            headers=all_headers,
+            headers=headers,
         )
         if headers or len(routing_key) > 63:  # else all is amphora's own and small (63 characters: <= 252 bytes)
-            self._outbox.check(routing_key, properties)
+            self.transport.outbox.check(routing_key, properties)
 
-        self._outbox.publish(
+        self.transport.outbox.publish(
             self.topology.request_exchange,
             routing_key,
             body,
@@ -409,10 +382,11 @@ class AmqpRpcClient(PubSub, RequestQueues):
         anything else in the reply queue (published there by someone else) is dropped."""
         properties = message.properties
         headers = properties.headers or {}
-        if message.exchange == self.topology.dead_exchange and isinstance(headers.get("x-death"), list):
+        died = death(headers) if message.exchange == self.topology.dead_exchange else None
+        if died is not None:
             request_id = properties.message_id or ""
             pending = self._pending.get(request_id)
-            if pending is not None and pending.expired(headers):
+            if pending is not None and pending.expired(died):
                 self._pending.pop(request_id)
         elif message.exchange == self.topology.response_exchange:
             request_id = properties.correlation_id or ""
@@ -445,14 +419,14 @@ class AmqpRpcClient(PubSub, RequestQueues):
 
     def _on_reply_queue_cancelled(self, consumer_tag: str) -> None:
         self._fail_all_pending(f"the reply queue {self.reply_queue} was deleted while calls waited on it")
-        gevent.spawn(self._consumer.reset)  # declare it again and consume anew
+        gevent.spawn(self.transport.consumer.reset)  # declare it again and consume anew
 
     def _check_reply_queue(self, connection: Connection) -> None:
         """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile (not on
         the first connection, which declares it: calls made before wait for it)."""
-        if self._pending and self._consumer.generation and not queue_exists(connection, self.reply_queue):
+        if self._pending and self.transport.consumer.generation and not queue_exists(connection, self.reply_queue):
             self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
 
     def _wait_for_reply_queue(self, connection: Connection) -> None:
         """Publish requests only once the reply queue exists, or their replies would be unroutable."""
-        self._consumer.ready.wait()
+        self.transport.consumer.ready.wait()

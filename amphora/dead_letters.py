@@ -24,6 +24,7 @@ from .protocol import (
     HEADER_DEADLINE,
     HEADER_REASON,
     MalformedRequest,
+    death,
     decode_request,
     make_serializer,
     serializer_for,
@@ -66,16 +67,14 @@ class DeadLetter:
             age=age,
             function=function,
             caller=str(headers.get(HEADER_CLIENT) or properties.reply_to or "-"),  # a call's reply_to: its client
-            reason=str(headers.get(HEADER_REASON) or _death_reason(headers) or "-"),
+            reason=str(headers.get(HEADER_REASON) or _death_reason(headers)),
             arguments=arguments,
         )
 
 
-def _death_reason(headers: dict[str, Any]) -> str | None:
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return str(deaths[0].get("reason", ""))
-    return None
+def _death_reason(headers: dict[str, Any]) -> str:
+    died = death(headers)
+    return "-" if died is None else died.reason
 
 
 def _function_and_arguments(message: Message) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """Calls waiting for replies: one reply (``call``/``defer``), or one from every server (``gather``), and the
-registry that times them out with one timer for all."""
+registry that times them out with one timer for all (the bookkeeping of when: :mod:`amphora.deadlines`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import gevent
 from gevent.event import AsyncResult
 
 from .amqp.errors import MessageReturned
+from .deadlines import Deadlines
 from .exceptions import BrokerUnavailable, NoResult, RequestExpired, RequestMayHaveRun, Unroutable
-
-DELIVERY_COUNT_HEADER = "x-delivery-count"
-"""Set by quorum queues on a redelivered message: where a dead-lettered copy carries it (RabbitMQ 3.10 drops
-it), it proves the request was delivered before."""
+from .protocol import Death
 
 
 def publish_error(error: BaseException, func_name: str) -> BaseException:
@@ -25,21 +23,18 @@ def publish_error(error: BaseException, func_name: str) -> BaseException:
     return error
 
 
-def dead_letter_error(function: str, headers: dict[str, Any]) -> NoResult:
-    """What a caller sees of its request dead-lettered back unanswered (``headers`` carry ``x-death``).
+def dead_letter_error(function: str, died: Death) -> NoResult:
+    """What a caller sees of its request dead-lettered back unanswered.
 
     RabbitMQ keeps no trace of an earlier delivery in a dead-lettered copy (neither the redelivered flag nor,
     in 3.10, a quorum queue's delivery count), so a request it expired in the queue may have been delivered to
     a server that died in its handler, and was put back. Only a request a server rejected on its first delivery
     (servers drop redelivered ones instead) certainly never ran: RequestExpired. Anything else:
     RequestMayHaveRun."""
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
-    reason = str(first.get("reason", "expired"))
-    if reason == "rejected" and not headers.get(DELIVERY_COUNT_HEADER):
+    if died.reason == "rejected" and not died.delivered_before:
         return RequestExpired(f"the call to {function} never ran: a server received it past its deadline")
     return RequestMayHaveRun(
-        f"no server answered the call to {function} in time: the broker dead-lettered the request ({reason});"
+        f"no server answered the call to {function} in time: the broker dead-lettered the request ({died.reason});"
         " it may have run on a server that took it and failed before answering (the broker does not tell)"
     )
 
@@ -52,15 +47,14 @@ def expiry_grace(timeout: float) -> float:
 class PendingCall:
     """A call waiting for its one reply; ``result`` is the AsyncResult its caller holds."""
 
-    __slots__ = ("deadline", "function", "patience", "registry", "request_id", "result", "timeout")
+    __slots__ = ("function", "lifetime", "registry", "request_id", "result", "timeout")
 
     def __init__(self, function: str, timeout: float | None) -> None:
         self.result = AsyncResult()
         self.function = function
         self.timeout = timeout
         # seconds after its start at which the call gives up (None: never)
-        self.patience = timeout + expiry_grace(timeout) if timeout else None
-        self.deadline = 0.0  # set by PendingCalls for a call with a timeout (time.monotonic())
+        self.lifetime = timeout + expiry_grace(timeout) if timeout else None
         self.request_id = ""
         self.registry: PendingCalls | None = None
 
@@ -74,9 +68,9 @@ class PendingCall:
         self.settle(value, error)
         return True
 
-    def expired(self, headers: dict[str, Any]) -> bool:
-        """The request came back dead-lettered (``headers`` carry ``x-death``); True once the call is complete."""
-        self.settle(error=dead_letter_error(self.function, headers))
+    def expired(self, died: Death) -> bool:
+        """The request came back dead-lettered; True once the call is complete."""
+        self.settle(error=dead_letter_error(self.function, died))
         return True
 
     def time_out(self, no_broker: str | None = None) -> None:
@@ -101,7 +95,7 @@ class PendingGather(PendingCall):
 
     def __init__(self, function: str, timeout: float, expect: int | None) -> None:
         super().__init__(function, timeout)
-        self.patience = timeout  # no grace: what came by then is the answer
+        self.lifetime = timeout  # no grace: what came by then is the answer
         self.expect = expect
         self.replies: dict[str, Any] = {}
 
@@ -112,7 +106,7 @@ class PendingGather(PendingCall):
             return True
         return False
 
-    def expired(self, headers: dict[str, Any]) -> bool:
+    def expired(self, died: Death) -> bool:
         return False  # a copy nobody took: the servers that did take theirs still answer
 
     def time_out(self, no_broker: str | None = None) -> None:
@@ -120,12 +114,9 @@ class PendingGather(PendingCall):
 
 
 class PendingCalls:
-    """The pending calls of a client by request id, timed out by a single timer.
-
-    Calls with the same patience expire in the order they started, so each patience keeps its calls in an
-    insertion-ordered dict whose first entry is the next to expire, and the timer is armed for the earliest
-    of those. This costs a dict entry per call instead of a timer per call. A timer that fires with nothing
-    due re-arms for the earliest call still pending, if any.
+    """The pending calls of a client by request id, timed out by a single timer that :class:`Deadlines`
+    arms: a call times out ``call.lifetime`` seconds after it was added, unless settled before. The timer
+    does not keep the hub running (``ref=False``).
 
     ``no_broker()`` says why the caller has no broker connection, if it cannot get one (else None): calls
     that time out meanwhile fail with :exc:`BrokerUnavailable` and that reason instead of :exc:`NoResult`.
@@ -134,9 +125,8 @@ class PendingCalls:
     def __init__(self, no_broker: Callable[[], str | None] = lambda: None) -> None:
         self._no_broker = no_broker
         self._calls: dict[str, PendingCall] = {}
-        self._by_patience: dict[float, dict[str, PendingCall]] = {}
+        self._deadlines = Deadlines()
         self._timer: Any = None
-        self._timer_deadline = float("inf")
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -151,65 +141,35 @@ class PendingCalls:
         return self._calls.get(request_id)
 
     def add(self, request_id: str, call: PendingCall) -> None:
-        """Register a call; it times out ``call.patience`` seconds from now, unless settled before."""
+        """Register a call; it times out ``call.lifetime`` seconds from now, unless settled before."""
         self._calls[request_id] = call
         call.request_id, call.registry = request_id, self
-        patience = call.patience
-        if patience is None:
-            return
-        call.deadline = deadline = time.monotonic() + patience
-        queue = self._by_patience.get(patience)
-        if queue is None:
-            queue = self._by_patience[patience] = {}
-        queue[request_id] = call
-        if deadline < self._timer_deadline:
-            self._arm(deadline)
+        if call.lifetime is not None:
+            wakeup = self._deadlines.add(request_id, call.lifetime, time.monotonic())
+            if wakeup is not None:
+                self._arm(wakeup)
 
     def pop(self, request_id: str) -> PendingCall | None:
         """Unregister a call (it is settled, or about to be); None if it is not pending."""
         call = self._calls.pop(request_id, None)
-        if call is None:
-            return None
-        patience = call.patience
-        if patience is not None:
-            queue = self._by_patience.get(patience, {})
-            queue.pop(request_id, None)
-            if not queue:
-                self._by_patience.pop(patience, None)
+        if call is not None and call.lifetime is not None:
+            self._deadlines.remove(request_id, call.lifetime)
         return call
 
-    def _disarm(self) -> None:
+    def _arm(self, wakeup: float) -> None:
         if self._timer is not None:
             self._timer.close()
-        self._timer, self._timer_deadline = None, float("inf")
-
-    def _arm(self, deadline: float) -> None:
-        """Time out at ``deadline``. The timer stays armed when its calls are settled first, so calls made
-        one after the other share it; it does not keep the hub running (``ref=False``)."""
-        self._disarm()
-        self._timer_deadline = deadline
-        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()), ref=False)
+        self._timer = gevent.get_hub().loop.timer(max(0.0, wakeup - time.monotonic()), ref=False)
         self._timer.start(self._expire)
 
     def _expire(self) -> None:
         """Time out every call whose deadline has passed (in the hub), then arm the timer for the next."""
-        self._disarm()
-        now = time.monotonic()
-        expired: list[PendingCall] = []
-        earliest = float("inf")
-        for patience, queue in list(self._by_patience.items()):
-            while queue:
-                request_id, call = next(iter(queue.items()))
-                if call.deadline > now:
-                    earliest = min(earliest, call.deadline)
-                    break
-                del queue[request_id]
-                del self._calls[request_id]
-                expired.append(call)
-            if not queue:
-                del self._by_patience[patience]
-        if earliest < float("inf"):
-            self._arm(earliest)
+        self._timer.close()
+        self._timer = None
+        due, wakeup = self._deadlines.expire(time.monotonic())
+        if wakeup is not None:
+            self._arm(wakeup)
+        expired = [self._calls.pop(request_id) for request_id in due]
         no_broker = self._no_broker() if expired else None
         for call in expired:
             call.time_out(no_broker)

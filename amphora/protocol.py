@@ -1,4 +1,6 @@
-"""amphora's wire format: serializers, request and reply bodies, and the headers both sides use.
+"""amphora's wire format, all of it (docs/protocol.rst describes the same): serializers, request and reply
+bodies, the properties and headers of requests, replies and refused requests, and what a dead-lettered copy
+tells.
 
 A request body is ``{"func": "a.b", "args": [...], "kwargs": {...}}``; a reply body is ``{"result": ...}`` or
 ``{"exception": {"type": "ValueError", "args": [...]}}``. A reply to a request the server could not take
@@ -7,10 +9,14 @@ carries the header ``x-amphora-error: wrong-request`` and the reason as its exce
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import functools
+import time
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from .amqp import Properties
+from .amqp.properties import replaced
 from .exceptions import RemoteException, WrongResult
 
 PROTOCOL_VERSION = 2
@@ -38,6 +44,9 @@ RESERVED_HEADER_PREFIXES = ("x-amphora-", "amphora-")
 REFUSED = "refused"
 WRONG_REQUEST = "wrong-request"
 HANDLER_TIMEOUT = "handler-timeout"
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+"""Set by quorum queues on a redelivered message: where a dead-lettered copy carries it (RabbitMQ 3.10 drops
+it), it proves the request was delivered before."""
 
 
 class Serializer(Protocol):
@@ -208,3 +217,103 @@ def decode_reply(serializer: Serializer, body: bytes) -> Any:
                 error["type"], tuple(error.get("args", [])), traceback if isinstance(traceback, str) else None
             )
     raise WrongResult(f"a reply must hold 'result' or 'exception', got {str(reply)[:200]!r}")
+
+
+# --- message properties ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _expiration(timeout: float) -> str:
+    """A request's ``expiration`` property: its timeout in milliseconds (one string per timeout, not per call)."""
+    return str(max(1, int(timeout * 1000)))
+
+
+def request_properties(
+    *,
+    request_id: str,
+    client_id: str,
+    content_type: str,
+    content_encoding: str | None,
+    timeout: float | None,
+    cast: bool = False,
+    persistent: bool = True,
+    priority: int | None = None,
+    headers: dict[str, Any] | None = None,
+) -> Properties:
+    """A request's properties: it expires (and its deadline passes) ``timeout`` seconds from now; a cast has
+    no ``reply_to``, a call's is its client's id (the routing key of the client's reply queue)."""
+    all_headers: dict[str, Any] = {**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_CLIENT: client_id}
+    expiration = None
+    now = time.time()
+    if timeout:
+        all_headers[HEADER_DEADLINE] = int((now + timeout) * 1000)
+        expiration = _expiration(timeout)
+    if cast:
+        all_headers[HEADER_CAST] = True
+    return Properties(
+        content_type=content_type,
+        content_encoding=content_encoding,
+        delivery_mode=2 if persistent else 1,
+        priority=priority,
+        message_id=request_id,
+        reply_to=None if cast else client_id,
+        expiration=expiration,
+        # whole seconds, what AMQP carries: pamqp types timestamp as datetime, amphora's own properties
+        # codec (amqp/properties.py) encodes ints and datetimes alike
+        timestamp=int(now),  # type: ignore[arg-type]
+        headers=all_headers,
+    )
+
+
+def past_deadline(headers: dict[str, Any]) -> bool:
+    """Whether a request's deadline has passed: a server must not start it."""
+    deadline = headers.get(HEADER_DEADLINE)
+    return isinstance(deadline, int) and deadline < time.time() * 1000
+
+
+def reply_properties(
+    *,
+    request_id: str,
+    server_name: str,
+    content_type: str,
+    content_encoding: str | None,
+    persistent: bool = True,
+    headers: dict[str, Any] | None = None,
+) -> Properties:
+    """A reply's properties: correlated to its request, naming the server that sent it."""
+    return Properties(
+        content_type=content_type,
+        content_encoding=content_encoding,
+        delivery_mode=2 if persistent else 1,
+        correlation_id=request_id,
+        headers={**(headers or {}), HEADER_VERSION: PROTOCOL_VERSION, HEADER_SERVER: server_name},
+    )
+
+
+def refused_properties(properties: Properties, reason: str) -> Properties:
+    """The properties of a refused request's copy for the dead-letter exchange: marked refused, with the
+    reason, never expiring, and without the client header (which would route it back to the caller)."""
+    headers = {k: v for k, v in (properties.headers or {}).items() if k != HEADER_CLIENT}
+    headers.update({HEADER_DEAD: REFUSED, HEADER_REASON: reason[:1000]})
+    return replaced(properties, headers=headers, expiration=None)
+
+
+# --- dead-lettered copies ------------------------------------------------------------------------------
+
+
+class Death(NamedTuple):
+    """What the broker's ``x-death`` header tells of a dead-lettered message."""
+
+    reason: str
+    """The latest: ``expired``, ``rejected`` or ``maxlen``."""
+    delivered_before: bool
+    """Known to have been delivered before (only quorum queues tell, and not every RabbitMQ version)."""
+
+
+def death(headers: dict[str, Any]) -> Death | None:
+    """What a dead-lettered message's headers tell of it; None if they carry no ``x-death``."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list):
+        return None
+    first = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
+    return Death(str(first.get("reason", "expired")), bool(headers.get(DELIVERY_COUNT_HEADER)))

@@ -4,7 +4,7 @@
 
 Two client processes (``bench.chaos_client``) offer ``--rate`` calls per second between them to three server
 processes (``bench.chaos_server``) of one service, every connection through its own
-:class:`~amphora.faultproxy.FaultProxy`, while at seeded random moments, one after the other:
+:class:`~amphora.testing.faultproxy.FaultProxy`, while at seeded random moments, one after the other:
 
 - the broker is killed with -9 and started again (``--broker-kills``, 3); with ``--cluster``, a random node
   of a three-node cluster, and every queue is a quorum queue;
@@ -39,8 +39,8 @@ import gevent
 import gevent.queue
 from gevent import subprocess
 
-from amphora.faultproxy import FaultProxy
 from amphora.testing import RabbitCluster, RabbitNode
+from amphora.testing.faultproxy import FaultProxy
 from bench.common import environment, render
 
 WARMUP = 3.0

@@ -358,3 +358,14 @@ def test_closed_channel_refuses_work_with_a_clear_error(connection):
     with pytest.raises(ChannelClosed, match="closed by the client"):
         channel.basic_publish(b"x", "", "q")
     channel.close()  # closing twice is harmless
+
+
+def test_a_close_cut_short_keeps_its_channel_number_until_the_broker_answers(connection):
+    for _ in range(20):  # each time: the Close is sent, then the wait for CloseOk is interrupted at once
+        channel = connection.channel()
+        with gevent.Timeout(0, False):
+            channel.close()
+        assert not channel.is_open
+        connection.channel().queue_declare("", exclusive=True)  # a reused number would end the connection
+    assert connection.is_open
+    wait_until(lambda: len(connection._channels) == 20)  # the closed ones' numbers came back

@@ -149,7 +149,7 @@ def test_a_server_that_cannot_connect_logs_an_error_then_at_a_bounded_rate(servi
         server.serve()
         assert time.monotonic() - started < 2
         wait_until(lambda: len(errors()) >= 3, timeout=15)
-        attempts = server._consumer.failures
+        attempts = server.transport.consumer.failures
     reports = errors()
     assert f"127.0.0.1:{port}" in reports[0].getMessage() and "Connection refused" in reports[0].getMessage()
     assert all("still cannot connect after" in r.getMessage() for r in reports[1:])

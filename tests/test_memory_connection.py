@@ -116,10 +116,11 @@ def test_a_client_and_server_carry_on_after_the_broker_closes_every_connection(
     client = amphora_client()
     assert client.call.double(2) == 4
     node = memory_node(amphora_memory_url.removeprefix("memory://"))
+    connections = len(node.connections)
     node.close_connections()  # 320 CONNECTION_FORCED, as when RabbitMQ shuts down: both reconnect
     assert client.call(timeout=10).double(3) == 6
     lost = [r for r in caplog.records if "CONNECTION_FORCED" in r.getMessage()]
-    assert len(lost) == 4  # the client's and the server's two links each
+    assert connections and len(lost) == connections
 
 
 def test_user_fixtures_serve_a_service_on_a_memory_broker_of_the_tests_own(

@@ -109,10 +109,10 @@ def test_a_message_nacked_again_after_a_reconnect_is_published_again(amqp_url, s
     assert link.wait_ready(timeout=30)
     try:
         outbox.publish("", service, b"message", Properties(delivery_mode=2))
-        wait_until(lambda: outbox._in_flight == 0)  # nacked on the first connection
+        wait_until(lambda: outbox._state.in_flight == 0)  # nacked on the first connection
         link.reset()  # the connection is lost before the reconnect the nack asked for
         wait_until(lambda: link.generation == 2 and link.ready.is_set())
-        wait_until(lambda: outbox._in_flight == 0 and not outbox._unsent)  # published again, nacked again
+        wait_until(lambda: outbox._state.in_flight == 0 and not outbox._state.unsent)  # published again, nacked again
         side.queue_purge(service)  # room for it now
         assert outbox.flush(timeout=10), "the message nacked on the second connection was never published again"
         assert drain(amqp_url, service) == [b"message"]

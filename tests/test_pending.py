@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from amphora.deadlines import Deadlines
 from amphora.exceptions import NoResult
 from amphora.pending import PendingCall, PendingCalls, PendingGather
 
@@ -82,3 +83,39 @@ def test_a_timer_firing_with_nothing_due_leaves_the_later_calls_pending():
     with pytest.raises(NoResult, match="late"):
         late.result.get(timeout=5)
     assert len(calls) == 0
+
+
+# --- Deadlines: the bookkeeping of when, with the time passed in -------------------------------------------
+
+
+def test_keys_fall_due_by_deadline_across_lifetimes_and_the_next_wakeup_is_the_earliest_left():
+    deadlines = Deadlines()
+    assert deadlines.add("slow", 10.0, now=100.0) == 110.0  # nothing armed yet: arm for it
+    assert deadlines.add("fast", 1.0, now=100.0) == 101.0  # earlier than the armed wake-up: re-arm
+    assert deadlines.add("fast-2", 1.0, now=100.5) is None  # the armed wake-up comes first
+    assert deadlines.expire(now=101.0) == (["fast"], 101.5)
+    assert deadlines.expire(now=105.0) == (["fast-2"], 110.0)
+    assert deadlines.expire(now=110.0) == (["slow"], None)
+    assert deadlines.expire(now=200.0) == ([], None)
+
+
+def test_a_removed_key_never_falls_due_and_its_wakeup_stays_armed_for_the_next():
+    deadlines = Deadlines()
+    assert deadlines.add("first", 5.0, now=0.0) == 5.0
+    deadlines.remove("first", 5.0)
+    assert deadlines.add("second", 5.0, now=1.0) is None  # the wake-up armed for "first" is shared
+    assert deadlines.expire(now=5.0) == ([], 6.0)  # it fires with nothing due: re-arm for "second"
+    assert deadlines.add("third", 5.0, now=5.5) is None
+    deadlines.remove("second", 5.0)
+    deadlines.remove("unknown", 7.0)  # a settled call removed twice, or never timed: nothing happens
+    assert deadlines.expire(now=6.0) == ([], 10.5)
+    assert deadlines.expire(now=10.5) == (["third"], None)
+    assert deadlines.add("fourth", 1.0, now=11.0) == 12.0  # nothing armed any more: arm again
+
+
+def test_keys_of_one_lifetime_fall_due_in_the_order_they_were_added():
+    deadlines = Deadlines()
+    for second in range(5):
+        deadlines.add(f"call-{second}", 3.0, now=float(second))
+    due, wakeup = deadlines.expire(now=5.0)
+    assert due == ["call-0", "call-1", "call-2"] and wakeup == 6.0

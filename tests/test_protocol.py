@@ -8,6 +8,7 @@ import decimal
 import enum
 import json
 import math
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amphora import JsonSerializer, MsgpackSerializer, RemoteException, WrongResult
-from amphora.protocol import MalformedRequest, decode_reply, decode_request, encode_exception, encode_request
+from amphora.protocol import (
+    HEADER_CAST,
+    HEADER_CLIENT,
+    HEADER_DEAD,
+    HEADER_DEADLINE,
+    HEADER_REASON,
+    HEADER_SERVER,
+    Death,
+    MalformedRequest,
+    death,
+    decode_reply,
+    decode_request,
+    encode_exception,
+    encode_request,
+    past_deadline,
+    refused_properties,
+    reply_properties,
+    request_properties,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -209,3 +228,51 @@ def test_request_and_reply_bodies_round_trip():
         decode_reply(serializer, b'{"neither": 1}')
     with pytest.raises(MalformedRequest, match="'args' must be a list"):
         decode_request(serializer, b'{"func": "f", "args": 3}')
+
+
+def test_a_request_carries_its_caller_deadline_and_expiry_and_a_cast_no_reply_address():
+    before = time.time()
+    call = request_properties(
+        request_id="r1", client_id="c1", content_type="application/json", content_encoding=None, timeout=2.5
+    )
+    headers = call.headers or {}
+    assert (call.message_id, call.reply_to, call.expiration, call.delivery_mode) == ("r1", "c1", "2500", 2)
+    assert headers[HEADER_CLIENT] == "c1" and HEADER_CAST not in headers
+    assert int(before * 1000) + 2500 <= headers[HEADER_DEADLINE] <= time.time() * 1000 + 2500
+    assert not past_deadline(headers)
+    cast = request_properties(
+        request_id="r2", client_id="c1", content_type="x", content_encoding=None, timeout=None, cast=True
+    )
+    cast_headers = cast.headers or {}
+    assert cast.reply_to is None and cast.expiration is None and cast_headers[HEADER_CAST] is True
+    assert HEADER_DEADLINE not in cast_headers and not past_deadline(cast_headers)
+    assert past_deadline({HEADER_DEADLINE: int(before * 1000) - 1})
+
+
+def test_a_refused_copy_keeps_the_call_but_not_its_way_back_to_the_caller():
+    request = request_properties(
+        request_id="r1", client_id="c1", content_type="x", content_encoding=None, timeout=5, headers={"mine": 1}
+    )
+    dead = refused_properties(request, "no function 'nope'" + "!" * 2000)
+    headers = dead.headers or {}
+    assert HEADER_CLIENT not in headers and headers["mine"] == 1 and headers[HEADER_DEAD] == "refused"
+    assert headers[HEADER_REASON].startswith("no function") and len(headers[HEADER_REASON]) == 1000
+    assert dead.expiration is None and dead.message_id == "r1" and dead.reply_to == "c1"
+    reply = reply_properties(
+        request_id="r1", server_name="s1", content_type="x", content_encoding=None, persistent=False
+    )
+    assert (reply.correlation_id, reply.delivery_mode, (reply.headers or {})[HEADER_SERVER]) == ("r1", 1, "s1")
+
+
+@pytest.mark.parametrize(
+    ("headers", "told"),
+    [
+        ({}, None),
+        ({"x-death": "not a list"}, None),
+        ({"x-death": []}, Death("expired", False)),
+        ({"x-death": [{"reason": "rejected"}]}, Death("rejected", False)),
+        ({"x-death": [{"reason": "rejected"}], "x-delivery-count": 1}, Death("rejected", True)),
+    ],
+)
+def test_what_a_dead_lettered_copy_tells(headers, told):
+    assert death(headers) == told

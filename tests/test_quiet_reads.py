@@ -11,7 +11,7 @@ import pytest
 from amphora.amqp import connect, quiet
 from amphora.amqp.errors import ConnectionLost
 from amphora.amqp.quiet import HELD_LOW_WATER, QuietReads, kernel_supports_quiet_reads
-from amphora.faultproxy import FaultProxy
+from amphora.testing.faultproxy import FaultProxy
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -101,6 +101,25 @@ def test_holds_set_the_low_water_mark_and_give_way():
         reads.read_since_release = True
         reads.hold()
         assert not reads.held  # closed for good
+
+
+def test_one_who_waits_for_every_frame_keeps_the_others_from_holding():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reads = QuietReads(ours, max_delay=30)
+        server, client = object(), object()
+        reads.hold()
+        reads.wait_for_every_frame(server)  # e.g. a server whose replies' confirms keep its prefetch open
+        assert not reads.held and low_water(ours) == 1
+        reads.read_since_release = True
+        reads.hold()  # another publisher on the same connection
+        assert not reads.held
+        reads.may_wait(client)  # says nothing for the server
+        reads.hold()
+        assert not reads.held
+        reads.may_wait(server)
+        reads.hold()
+        assert reads.held
 
 
 def test_without_a_socket_nothing_is_held():

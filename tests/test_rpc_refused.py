@@ -47,7 +47,7 @@ def test_a_header_that_cannot_fit_a_frame_fails_its_call_at_once(echo_client):
     with pytest.raises(ValueError, match="routing key"):
         client.call(timeout=10, routing_key="k" * 256).echo("hi")
     assert time.monotonic() - started < 1
-    assert len(client._outbox) == 0 and len(client._pending) == 0
+    assert len(client.transport.outbox) == 0 and len(client._pending) == 0
     assert client.call(timeout=10).echo("after") == "after"
 
 
@@ -55,7 +55,7 @@ def test_a_header_too_large_for_the_configured_frame_size_fails_before_connectin
     client = AmqpRpcClient(service, url=f"{amqp_url}?frame_max=8192", autostart=False)  # judged by the URL's
     with pytest.raises(ValueError, match="frame_max 8192"):
         client.defer(headers={"big": "h" * 8192}).echo("hi")
-    assert len(client._outbox) == 0 and len(client._pending) == 0
+    assert len(client.transport.outbox) == 0 and len(client._pending) == 0
 
 
 def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_client, monkeypatch):
@@ -68,7 +68,7 @@ def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_cl
     assert info.value.code == 501  # FRAME_ERROR
     assert [result.get(timeout=20) for result in others] == list(range(20))
     assert client.call(timeout=10).echo("after") == "after"
-    assert client._outbox.flush(timeout=5)
+    assert client.transport.outbox.flush(timeout=5)
 
 
 def test_a_reply_whose_headers_cannot_fit_a_frame_is_dropped_and_the_server_serves_on(make_server, make_client):

@@ -53,7 +53,7 @@ def test_unencodable_call_options_fail_the_call_and_leave_nothing_behind(make_se
         client.call(priority=300).ping()
     with pytest.raises((ValueError, TypeError)):
         client.call(headers={"odd": object()}).ping()
-    assert len(client._outbox) == 0
+    assert len(client.transport.outbox) == 0
     assert client.call.ping() == "alive"
 
 

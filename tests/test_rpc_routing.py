@@ -214,7 +214,7 @@ def test_receive_from_queue_returns_once_its_request_is_acknowledged(show_server
     client.create_new_request_queue("pat")
     result = client.defer(routing_key="pat").show_message("pat", "x")
     show_server.receive_from_queue("pat", max_calls=1, timeout=10)
-    channel = show_server._consumer.channel
+    channel = show_server.transport.consumer.channel
     assert not channel._acks.unacked and not channel._acks.gathered  # acked, and not waiting to be sent
     assert channel.connection.write_backlog == 0  # handed to the socket
     assert result.get(timeout=5) == 1

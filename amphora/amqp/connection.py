@@ -263,6 +263,22 @@ class Connection:
 
     # --- reading -------------------------------------------------------------------------------
 
+    def hold_reads(self, holder: object) -> None:
+        """``holder`` (one of those publishing on the connection) lets small frames such as publisher confirms
+        wait, at most ``reads.max_delay``, instead of waking the reader for each: they do, unless another
+        holder waits for every frame (:meth:`release_reads`). See :mod:`amphora.amqp.quiet`."""
+        self.reads.may_wait(holder)
+        self.reads.hold()
+
+    def release_reads(self, holder: object) -> None:
+        """Wake the reader for every frame again, at once for those already waiting, until ``holder`` holds
+        again or says :meth:`reads_may_wait`."""
+        self.reads.wait_for_every_frame(holder)
+
+    def reads_may_wait(self, holder: object) -> None:
+        """``holder`` no longer needs every frame at once (it holds nothing either)."""
+        self.reads.may_wait(holder)
+
     def _read_loop(self) -> None:
         assert self._sock is not None
         recv = self._receiver()

@@ -160,6 +160,15 @@ class MemoryConnection:
     def check_stall(self) -> None:
         """No heartbeat to miss: nothing to check."""
 
+    def hold_reads(self, holder: object) -> None:
+        """Nothing to hold: the broker's answers cost no wake-up of a socket reader."""
+
+    def release_reads(self, holder: object) -> None:
+        """Nothing held."""
+
+    def reads_may_wait(self, holder: object) -> None:
+        """Nothing held."""
+
     def add_close_callback(self, callback: Callable[[BaseException | None], None]) -> None:
         self._close_callbacks.append(callback)
 

@@ -14,6 +14,9 @@ Use the fixtures from a ``conftest.py``::
 - ``amphora_service``, ``amphora_memory_url``, ``any_broker_url``, ``amphora_server``, ``amphora_client``:
   for tests without a broker (``memory://``) or on both (:mod:`amphora.testing.fixtures`).
 
+:class:`~amphora.testing.faultproxy.FaultProxy` (imported from its module) cuts, stalls or delays the network
+between processes and a node on demand.
+
 Set ``RABBITMQ_SERVER_BIN`` if ``rabbitmq-server`` is not in ``/usr/lib/rabbitmq/bin`` or on the PATH.
 
 Why not pytest-rabbitmq: it starts and stops a node per session only, with no kill -9, freeze (SIGSTOP),

@@ -2,7 +2,7 @@
 
 Point clients and servers at the proxy instead of the broker, then make the network misbehave::
 
-    from amphora.faultproxy import FaultProxy
+    from amphora.testing.faultproxy import FaultProxy
 
     proxy = FaultProxy("127.0.0.1", 5672)          # listens on 127.0.0.1, on a free port
     client = AmqpRpcClient("math", url=proxy.url_for("amqp://guest:guest@127.0.0.1:5672/%2F"))
