@@ -296,6 +296,8 @@ def test_exclusive_and_auto_delete_queues(broker):
     assert name.startswith("amq.gen-")
     with pytest.raises(ResourceLocked):
         broker.consume(theirs, name, "c")
+    with pytest.raises(ResourceLocked):
+        broker.bind_queue(name, "amq.fanout", session=theirs)
     broker.declare_queue(mine, "auto", auto_delete=True)
     broker.consume(theirs, "auto", "c")
     broker.close_session(theirs)

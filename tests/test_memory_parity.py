@@ -11,7 +11,7 @@ import pytest
 from gevent.queue import Queue
 
 from amphora.amqp import Properties, connect
-from amphora.amqp.errors import ConnectionError, MessageReturned, NotFound
+from amphora.amqp.errors import ConnectionError, MessageReturned, NotFound, ResourceLocked
 from amphora.link import queue_exists
 from amphora.memory import memory_node
 from amphora.testing.fixtures import BROKERS
@@ -219,3 +219,25 @@ def test_a_restart_keeps_durable_queues_and_persistent_messages_only(restartable
     received = consume(channel, "durable")
     assert [received.get(timeout=10).body for _ in range(2)] == [b"persistent", b"after"]
     connection.close()
+
+
+def test_another_connections_exclusive_queue_is_locked_but_takes_messages(amqp_url, connection):
+    owner = connect(amqp_url)
+    try:
+        queue = owner.channel().queue_declare("", exclusive=True).queue
+        attempts = {
+            "consume": lambda channel: channel.basic_consume(queue, lambda m: None),
+            "bind": lambda channel: channel.queue_bind(queue, "amq.fanout"),
+            "purge": lambda channel: channel.queue_purge(queue),
+            "delete": lambda channel: channel.queue_delete(queue),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(ResourceLocked):
+                attempt(connection.channel())
+                pytest.fail(f"{what} was allowed")
+        publisher = connection.channel()
+        publisher.confirm_select()
+        publisher.basic_publish(b"m", "", queue, mandatory=True).wait(timeout=10)
+        assert owner.channel().queue_declare(queue, passive=True).message_count == 1
+    finally:
+        owner.close()

@@ -246,19 +246,29 @@ class Broker:
         return name, 0, 0
 
     def bind_queue(
-        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        session: Session | None = None,
     ) -> None:
         target = self._exchange(exchange)
-        self._queue(queue)
+        self._queue(queue, session)
         if exchange == "":
             raise AccessRefused(403, "ACCESS_REFUSED - operation not permitted on the default exchange")
         target.bindings.add(Binding(queue, routing_key, dict(arguments or {})))
 
     def unbind_queue(
-        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: dict[str, Any] | None = None,
+        session: Session | None = None,
     ) -> None:
         target = self._exchange(exchange)
-        self._queue(queue)
+        self._queue(queue, session)
         if target.bindings.remove(Binding(queue, routing_key, dict(arguments or {}))):
             self._delete_exchange_if_unused(target)
 

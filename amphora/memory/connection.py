@@ -286,12 +286,12 @@ class MemoryChannel:
     def queue_bind(
         self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
     ) -> None:
-        self._call(self._broker.bind_queue, queue, exchange, routing_key, arguments)
+        self._call(self._broker.bind_queue, queue, exchange, routing_key, arguments, self._session)
 
     def queue_unbind(
         self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None
     ) -> None:
-        self._call(self._broker.unbind_queue, queue, exchange, routing_key, arguments)
+        self._call(self._broker.unbind_queue, queue, exchange, routing_key, arguments, self._session)
 
     def queue_purge(self, queue: str) -> int:
         return int(self._call(self._broker.purge_queue, queue, self._session))
