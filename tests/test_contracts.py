@@ -23,6 +23,12 @@ from amphora.validation import ArgumentMismatch, build_validator
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def validated(func, args, kwargs=None, context=False):  # type: ignore[no-untyped-def]
     validator = build_validator(func.__name__, func, context)
     assert validator is not None

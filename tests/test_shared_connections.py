@@ -15,6 +15,13 @@ from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
+
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 CLIENTS = 1000
 CALLS = 20
 

@@ -13,6 +13,12 @@ from amphora import RemoteException, typed
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 class MathService(Protocol):
     def add(self, x: int, y: int) -> int: ...
 
