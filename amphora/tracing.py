@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .exceptions import IgnoreRequest, RemoteException
@@ -70,7 +71,9 @@ class Tracing:
         result.rawlink(lambda settled: self._end(span, settled.exception))
         return {**options, "headers": headers}
 
-    def handle(self, service: str, function: str, request_id: str, headers: dict[str, Any], cast: bool) -> Any:
+    def handle(
+        self, service: str, function: str, request_id: str, headers: dict[str, Any], cast: bool
+    ) -> Callable[..., Any]:
         """:func:`~amphora.functions.invoke`, running the handler in the span of a request, a child of the
         caller's span (from ``headers``) and current meanwhile."""
         return functools.partial(self._invoke, service, function, request_id, headers, cast)
@@ -89,7 +92,8 @@ class Tracing:
         threads: bool,
         time_limit: float | None,
     ) -> Any:
-        parent = self._propagate.extract(headers)
+        # the propagators take strings only: a foreign caller's other values must not fail the request
+        parent = self._propagate.extract({name: value for name, value in headers.items() if isinstance(value, str)})
         kind = self._trace.SpanKind.CONSUMER if cast else self._trace.SpanKind.SERVER
         span = self._tracer.start_span(
             f"{service}/{name}", parent, kind=kind, attributes=_attributes(service, name, request_id)
@@ -115,9 +119,10 @@ class Tracing:
         self._end(span, None)
         return result
 
-    def _end(self, span: Span, error: BaseException | None, kind: str | None = None) -> None:
+    def _end(self, span: Span, error: BaseException | None, type_name: str | None = None) -> None:
+        """End ``span``, marked as failed with ``error`` (of ``type_name``, by default its own) if any."""
         if error is not None:
-            span.set_attribute("error.type", kind or error_type(error))
+            span.set_attribute("error.type", type_name or error_type(error))
             span.record_exception(error)
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)))
         span.end()

@@ -175,6 +175,16 @@ def test_the_callers_headers_travel_with_the_trace_context(make_server, make_cli
     assert own["traceparent"].startswith("ignored")  # the caller's dict is left as it was
 
 
+def test_a_foreign_trace_header_that_is_no_string_starts_a_new_trace(make_server, make_client, provider, exporter):
+    server = make_server(tracing=provider)
+    server.add_function(lambda: "ok", name="ping")
+    server.serve()
+    client = make_client()  # not tracing: its headers travel as given
+    assert client.call(headers={"traceparent": 5, "tracestate": 1.5, "baggage": [1]}).ping() == "ok"
+    (handled,) = spans_when(exporter, 1)
+    assert handled.parent is None
+
+
 def test_without_tracing_no_context_travels(make_server, make_client):
     server = make_server()
     server.add_function(lambda context: sorted(context.headers), name="headers", context=True)
