@@ -1,12 +1,13 @@
-"""What tracing (``tracing=``, OpenTelemetry) costs: bench.rpc's W1 and W2, tracing off and on.
+"""What tracing (``tracing=``, OpenTelemetry) costs: bench.rpc's W1 and W2, tracing off, API only, and on.
 
     python -m bench.tracing [--quick] [--runs N] [--url URL] [--json FILE]
 
 Client and server run in this process (transient, as bench.rpc's ``transient`` mode), so ``cpu us/call`` is
-both sides' CPU per call. ``on`` gives both an OpenTelemetry SDK TracerProvider whose batch span processor
-exports to an exporter that drops the spans: the cost of making, propagating and ending them (four per nested
-call, two here per call), not of sending them anywhere. The columns take turns, starting with a different one
-each run. Needs the ``otel`` extra and opentelemetry-sdk. See ``bench/README.md``.
+both sides' CPU per call. ``api`` is ``tracing=True`` with no tracer provider set: OpenTelemetry's API alone,
+whose spans record nothing (what tracing costs where no SDK is configured). ``on`` gives both an OpenTelemetry
+SDK TracerProvider whose batch span processor exports to an exporter that drops the spans: the cost of making,
+propagating and ending them (two per call here), not of sending them anywhere. The columns take turns,
+starting with a different one each run. Needs the ``otel`` extra and opentelemetry-sdk. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bench.common import add_run_options, broker, environment, medians, number, 
 from bench.rpc import QUICK, Side, Sizes, delete_topology, pipelined, sequential
 from bench.rpc_server import add
 
-COLUMNS = ("off", "on")
+COLUMNS = ("off", "api", "on")
 
 
 class Dropping(SpanExporter):
@@ -40,8 +41,8 @@ class Dropping(SpanExporter):
 
 def tracing_of(column: str) -> Any:
     """The ``tracing=`` of a column."""
-    if column == "off":
-        return False
+    if column != "on":
+        return column == "api"
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(Dropping()))
     return provider
@@ -102,13 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         results = run(url, runs, sizes)
     found = medians(results)
     rows = [
-        [name, metric, number(found["off"][name][metric]), number(on), f"{on / found['off'][name][metric]:.2f}"]
+        [name, metric, *(number(found[c][name][metric]) for c in COLUMNS)]
+        + [f"{found[c][name][metric] / found['off'][name][metric]:.2f}" for c in COLUMNS[1:]]
         for name in ("W1", "W2")
-        for metric, on in found["on"][name].items()
+        for metric in found["off"][name]
     ]
     env = {**environment(), "load average (1 min) before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"}
     print(f"\nmedians of {runs} run(s); " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    print(render(["workload", "metric", "off", "on", "on/off"], rows))
+    print(render(["workload", "metric", *COLUMNS, *(f"{c}/off" for c in COLUMNS[1:])], rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "runs": runs, "medians": found, "results": results}, f, indent=2)
