@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import gevent
@@ -192,6 +193,15 @@ def test_without_tracing_no_context_travels(make_server, make_client):
     client = make_client()
     assert client._tracing is None and server._tracing is None
     assert "traceparent" not in client.call.headers()
+
+
+def test_off_imports_nothing_of_opentelemetry():
+    program = (
+        "import sys; from amphora import AmqpRpcClient, AmqpRpcServer;"
+        "AmqpRpcServer('s'); AmqpRpcClient('s', autostart=False);"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    assert subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_tracing_without_opentelemetry_says_what_to_install(monkeypatch):
