@@ -55,6 +55,7 @@ from .protocol import (
 from .pubsub import PubSub
 from .request_queues import RequestQueues
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
+from .tracing import TracingOption, tracing_for
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -149,10 +150,12 @@ class AmqpRpcClient(PubSub, RequestQueues):
         max_priority: int | None = None,
         queue_type: str = "classic",
         metrics: Metrics | None = None,
+        tracing: TracingOption = False,
         exit_timeout: float | None = 10.0,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self._tracing = tracing_for(tracing)
         self.exit_timeout = exit_timeout
         self.uuid = uuid or uuid_module.uuid4().hex
         self._request_ids = RequestIds()
@@ -274,6 +277,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._pending.add(request_id, pending)
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, pending.result, time.monotonic())
+        if self._tracing is not None:
+            options = self._tracing.call(self.service_name, func_name, request_id, options, pending.result, False)
         on_published = pending.published
         published = Event() if wait_publish else None
         if published is not None:
@@ -303,6 +308,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """Publish a request that wants no reply; the AsyncResult is set (to None) once the broker has it."""
         self._check_options(options)
         confirmed = AsyncResult()
+        request_id = self._request_ids.next()
+        if self._tracing is not None:
+            options = self._tracing.call(self.service_name, func_name, request_id, options, confirmed, True)
 
         def on_published(error: BaseException | None) -> None:
             if error is None:
@@ -310,9 +318,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             else:
                 confirmed.set_exception(publish_error(error, func_name))
 
-        self._publish_request(
-            self._request_ids.next(), func_name, args, kwargs, timeout, on_published, cast=True, **options
-        )
+        self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, cast=True, **options)
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, confirmed, time.monotonic())
         return confirmed

@@ -60,6 +60,7 @@ from .receiver import QueueReceiver
 from .request_queues import RequestQueues
 from .running import RunningRequests
 from .topology import DEAD_LETTER_LIMIT, Declaration, ServiceTopology
+from .tracing import TracingOption, tracing_for
 from .transport import Transport
 from .workers import Workers
 
@@ -102,11 +103,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         queue_type: str = "classic",
         dead_letter_limit: int | None = DEAD_LETTER_LIMIT,
         metrics: Metrics | None = None,
+        tracing: TracingOption = False,
         tracebacks: bool = False,
         validate: bool = True,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self._tracing = tracing_for(tracing)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
         self.topology = ServiceTopology(
@@ -435,8 +438,11 @@ class AmqpRpcServer(PubSub, RequestQueues):
         error_header = None
         failure: BaseException | None = None
         started = time.monotonic()
+        run = invoke
+        if self._tracing is not None:  # the handler runs in the request's span
+            run = self._tracing.handle(self.service_name, func_name, request_id, headers, cast)
         try:
-            result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
+            result = run(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.forget(request_id)
