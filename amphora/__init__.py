@@ -21,6 +21,7 @@ from .heap import tune_malloc
 from .parallel import parallel
 from .protocol import JsonSerializer, MsgpackSerializer, RpcJsonSerializer
 from .server import AmqpRpcServer
+from .typed import typed
 
 __version__ = "0.5.0"
 
@@ -47,4 +48,5 @@ __all__ = [
     "WrongResult",
     "parallel",
     "tune_malloc",
+    "typed",
 ]

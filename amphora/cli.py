@@ -27,10 +27,13 @@ from gevent.event import Event
 
 from . import __version__
 from .amqp import Connection
+from .amqp import open_connection as amqp_open_connection
 from .amqp.errors import AMQPError, NotFound
+from .asyncapi import asyncapi_document
 from .client import AmqpRpcClient
 from .config import ENVIRONMENT_VARIABLE, broker_parameters
 from .dead_letters import DeadLetter, DeadLetterQueue
+from .describe import DESCRIBE, format_description
 from .exceptions import (
     AmphoraError,
     HandlerTimeout,
@@ -302,7 +305,7 @@ def check_service(args: argparse.Namespace) -> None:
 def open_connection(url: str | None) -> Connection:
     """A connection to the broker chosen as :func:`~amphora.config.broker_parameters` chooses it."""
     (parameters,) = broker_parameters(url)
-    return Connection(parameters).open()
+    return amqp_open_connection(parameters)
 
 
 def gathered_json(replies: dict[str, Any]) -> dict[str, Any]:
@@ -453,6 +456,45 @@ def cmd_dead(args: argparse.Namespace) -> int:
         connection.close()
 
 
+# --- describe and asyncapi ----------------------------------------------------------------------
+
+
+def is_fanout(service: str, url: str | None) -> bool:
+    """Whether ``service`` is a fanout service (it has no default request queue); CliError if unknown."""
+    connection = open_connection(url)
+    try:
+        topology = ServiceTopology(service)
+        if probe(connection, "exchange", topology.request_exchange)[0] == "missing":
+            raise CliError(f"no service {service!r} on this broker: no server or client of it ever ran")
+        return probe(connection, "queue", topology.default_queue)[0] == "missing"
+    finally:
+        connection.close()
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    """Ask a server of the service for its description (``amphora.describe``) and print it."""
+    client_class = AmqpRpcFanoutClient if is_fanout(args.service, args.url) else AmqpRpcClient
+    options = {"timeout": args.timeout, "url": args.url, "reply_queue_expires": CALL_REPLY_QUEUE_EXPIRES}
+    client = client_class(args.service, **options)
+    try:
+        description = client.call(function_name=DESCRIBE)()
+    finally:
+        client.stop()
+    print(json.dumps(description, indent=2, ensure_ascii=False) if args.json else format_description(description))
+    return 0
+
+
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    """Write the AsyncAPI 3.0 document of a module's server (nothing is sent to a broker)."""
+    document = json.dumps(asyncapi_document(load_server(args.target, {}), broker_parameters(args.url)), indent=2)
+    if args.output is None:
+        print(document)
+    else:
+        with open(args.output, "w", encoding="utf-8") as output:
+            output.write(document + "\n")
+    return 0
+
+
 # --- broker -------------------------------------------------------------------------------------
 
 
@@ -599,6 +641,26 @@ examples:
   amphora dead math --purge
 """
 
+DESCRIBE_EPILOG = """\
+Calls the function amphora.describe, which every server answers: the service's functions with their
+signatures and docstrings, and with --json their JSON Schemas too (see the protocol documentation).
+Exit status 1 if the server refused (an amphora older than describe), 2 if there is no such service or no
+server answered within --timeout.
+
+examples:
+  amphora describe math
+  amphora describe math --json
+"""
+
+ASYNCAPI_EPILOG = """\
+Imports the module, takes its server (or calls the function that returns it) without starting it, and
+writes the service's AsyncAPI 3.0 document as JSON: the request and reply exchanges as channels, one
+operation per function with its reply, the error reply and amphora's headers.
+
+examples:
+  amphora asyncapi examples.math_server:server -o math.asyncapi.json
+"""
+
 BROKER_EPILOG = f"""\
 Starts RabbitMQ (rabbitmq-server must be installed) on a free port, or on --port, with its data in a
 temporary directory, prints the node's URL and an export line for your shell, and runs until Ctrl-C or
@@ -713,6 +775,29 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--purge", action="store_true", help="delete every dead letter")
     dead.add_argument("--url", help=URL_HELP)
     add_log_level(dead, "CRITICAL")
+
+    describe_command = add_subcommand(
+        subparsers,
+        "describe",
+        "Print a service's functions, as its servers describe them.",
+        DESCRIBE_EPILOG,
+        cmd_describe,
+    )
+    describe_command.add_argument("service", help="the service name")
+    describe_command.add_argument("--json", action="store_true", help="print the whole answer, with JSON Schemas")
+    describe_command.add_argument(
+        "--timeout", type=positive_float, default=10.0, metavar="S", help="seconds to wait (default: 10)"
+    )
+    describe_command.add_argument("--url", help=URL_HELP)
+    add_log_level(describe_command, "CRITICAL")
+
+    asyncapi = add_subcommand(
+        subparsers, "asyncapi", "Write the AsyncAPI 3.0 document of a service.", ASYNCAPI_EPILOG, cmd_asyncapi
+    )
+    asyncapi.add_argument("target", metavar="MODULE:OBJECT", help="the server, or a function returning it")
+    asyncapi.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    asyncapi.add_argument("--url", help=f"the broker the document names; {URL_HELP}")
+    add_log_level(asyncapi, "WARNING")
 
     broker = add_subcommand(
         subparsers, "broker", "Run a private RabbitMQ node in the foreground.", BROKER_EPILOG, cmd_broker

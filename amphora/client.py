@@ -36,9 +36,8 @@ from .exceptions import (
     WrongRequest,
     WrongResult,
 )
-from .link import Link, queue_exists, start_links
-from .metrics import Metrics, report_call, watch_links
-from .outbox import Outbox
+from .link import queue_exists
+from .metrics import Metrics, report_call
 from .pending import PendingCall, PendingCalls, publish_error
 from .protocol import (
     HANDLER_TIMEOUT,
@@ -54,8 +53,10 @@ from .protocol import (
     request_properties,
 )
 from .pubsub import PubSub
-from .request_queues import KnownQueues, RequestQueues
+from .request_queues import RequestQueues
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
+from .tracing import TracingOption, tracing_for
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +150,15 @@ class AmqpRpcClient(PubSub, RequestQueues):
         max_priority: int | None = None,
         queue_type: str = "classic",
         metrics: Metrics | None = None,
+        tracing: TracingOption = False,
         exit_timeout: float | None = 10.0,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self._tracing = tracing_for(tracing)
         self.exit_timeout = exit_timeout
         self.uuid = uuid or uuid_module.uuid4().hex
         self._request_ids = RequestIds()
-        self._known_queues = KnownQueues()
         self.serializer = make_serializer(serializer)
         self.timeout = timeout
         self.persistent = persistent
@@ -173,21 +175,24 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._pending = PendingCalls(self._no_broker)
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
-        parameters = broker_parameters(url, urls, **connection_options)
-        self._consumer = Link(parameters, f"{service_name} client consumer", prefetch=REPLY_PREFETCH)
-        self._publisher = Link(parameters, f"{service_name} client publisher", confirm=True)
-        self._outbox = Outbox(self._publisher, limit=outbox_limit, block=outbox_block)
+        self.transport = transport = Transport(
+            broker_parameters(url, urls, **connection_options),
+            f"{service_name} client",
+            prefetch=REPLY_PREFETCH,
+            outbox_limit=outbox_limit,
+            outbox_block=outbox_block,
+        )
         self.metrics = metrics
         if metrics is not None:
-            watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
+            transport.watch(metrics)
         shared = self.topology.exchanges()
         if not self.fanout:  # calls made before any server starts wait in the service's queue
             shared += self.topology.default_request_queue()
-        self._consumer.declare(shared + self.topology.client_reply_queue(self.uuid))
-        self._publisher.declare(shared)
-        self._consumer.on_connected(self._check_reply_queue)
-        self._publisher.on_connected(self._wait_for_reply_queue)
-        self._consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
+        transport.declare(shared)
+        transport.consumer.declare(self.topology.client_reply_queue(self.uuid))
+        transport.consumer.on_connected(self._check_reply_queue)
+        transport.publisher.on_connected(self._wait_for_reply_queue)
+        transport.consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
         self.call = Caller(self._call, CALL_OPTIONS)
         self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
         self.cast = Caller(self._cast, CALL_OPTIONS)
@@ -204,7 +209,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """
         self._stopped.clear()
         exiting.running(self)
-        start_links((self._consumer, self._publisher), "calling")
+        self.transport.start("calling")
         if not nowait:
             self._stopped.wait()
 
@@ -212,27 +217,18 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """Disconnect. Unconfirmed requests stay in the outbox until :meth:`serve`; pending calls keep
         their timeouts."""
         exiting.stopped(self)
-        self.stop_publisher()
-        self.stop_consumer()
+        self.transport.stop()
         self._stopped.set()
 
     def _stop_at_exit(self, timeout: float) -> None:
         """At interpreter exit (:mod:`amphora.exiting`): wait up to ``timeout`` seconds for the broker to
         confirm what the outbox holds (requests, casts, events), then :meth:`stop`."""
-        self._outbox.flush(timeout)
+        self.transport.outbox.flush(timeout)
         self.stop()
-
-    def stop_publisher(self) -> None:
-        """Disconnect the publishing side; requests wait in the outbox."""
-        self._publisher.stop()
-
-    def stop_consumer(self) -> None:
-        """Disconnect the consuming side; replies wait in the reply queue."""
-        self._consumer.stop()
 
     def _no_broker(self) -> str | None:
         """Why the client has no broker connection, while it cannot get one (None if it has one)."""
-        return self._consumer.unreachable() or self._publisher.unreachable()
+        return self.transport.unreachable()
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -281,6 +277,8 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._pending.add(request_id, pending)
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, pending.result, time.monotonic())
+        if self._tracing is not None:
+            options = self._tracing.call(self.service_name, func_name, request_id, options, pending.result, False)
         on_published = pending.published
         published = Event() if wait_publish else None
         if published is not None:
@@ -310,6 +308,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """Publish a request that wants no reply; the AsyncResult is set (to None) once the broker has it."""
         self._check_options(options)
         confirmed = AsyncResult()
+        request_id = self._request_ids.next()
+        if self._tracing is not None:
+            options = self._tracing.call(self.service_name, func_name, request_id, options, confirmed, True)
 
         def on_published(error: BaseException | None) -> None:
             if error is None:
@@ -317,9 +318,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
             else:
                 confirmed.set_exception(publish_error(error, func_name))
 
-        self._publish_request(
-            self._request_ids.next(), func_name, args, kwargs, timeout, on_published, cast=True, **options
-        )
+        self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, cast=True, **options)
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, confirmed, time.monotonic())
         return confirmed
@@ -363,9 +362,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
             headers=headers,
         )
         if headers or len(routing_key) > 63:  # else all is amphora's own and small (63 characters: <= 252 bytes)
-            self._outbox.check(routing_key, properties)
+            self.transport.outbox.check(routing_key, properties)
 
-        self._outbox.publish(
+        self.transport.outbox.publish(
             self.topology.request_exchange,
             routing_key,
             body,
@@ -426,14 +425,14 @@ class AmqpRpcClient(PubSub, RequestQueues):
 
     def _on_reply_queue_cancelled(self, consumer_tag: str) -> None:
         self._fail_all_pending(f"the reply queue {self.reply_queue} was deleted while calls waited on it")
-        gevent.spawn(self._consumer.reset)  # declare it again and consume anew
+        gevent.spawn(self.transport.consumer.reset)  # declare it again and consume anew
 
     def _check_reply_queue(self, connection: Connection) -> None:
         """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile (not on
         the first connection, which declares it: calls made before wait for it)."""
-        if self._pending and self._consumer.generation and not queue_exists(connection, self.reply_queue):
+        if self._pending and self.transport.consumer.generation and not queue_exists(connection, self.reply_queue):
             self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
 
     def _wait_for_reply_queue(self, connection: Connection) -> None:
         """Publish requests only once the reply queue exists, or their replies would be unroutable."""
-        self._consumer.ready.wait()
+        self.transport.consumer.ready.wait()

@@ -30,7 +30,8 @@ class RemoteException(AmphoraError):
 
 
 class WrongRequest(AmphoraError):
-    """The server could not take the request: unknown function, or a request it cannot parse."""
+    """The server could not take the request: unknown function, a request it cannot parse, or arguments that
+    do not fit the function's type hints."""
 
 
 class HandlerTimeout(AmphoraError):

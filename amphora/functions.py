@@ -12,6 +12,10 @@ import gevent
 
 from .amqp.properties import encode_table
 from .protocol import RESERVED_HEADER_PREFIXES
+from .validation import Validator, build_validator
+
+RESERVED_PREFIX = "amphora."
+"""Function names amphora keeps for itself (``amphora.describe``)."""
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Function:
     func: Callable[..., Any]
     time_limit: float | None = None
     context: bool = False
+    validator: Validator | None = None
+    """Converts the arguments by the handler's type hints (and checks its result); None: taken as they come."""
 
 
 class TimeLimitExceeded(Exception):
@@ -59,21 +65,58 @@ class TimeLimitExceeded(Exception):
 class FunctionRegistry:
     """The handlers of one server, by remote name."""
 
-    def __init__(self) -> None:
+    def __init__(self, validate: bool = True) -> None:
         self._functions: dict[str, Function] = {}
+        self.validate = validate
+        """Whether functions check their arguments by their type hints unless registered otherwise."""
 
     def add(
-        self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+        self,
+        func: Any = None,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> Any:
         """Register ``func`` under ``name`` (its own name by default); usable as a call or as a decorator,
-        bare or with a name: ``add(f)``, ``add(f, "x")``, ``@add``, ``@add("x")``, ``@add(name="x")``."""
+        bare or with a name: ``add(f)``, ``add(f, "x")``, ``@add``, ``@add("x")``, ``@add(name="x")``.
+
+        ``validate`` (the registry's default if None) converts the arguments by the type hints;
+        ``check_result`` also checks the result against the return annotation."""
         if func is None or isinstance(func, str):
             label = func if isinstance(func, str) else name
-            return lambda f: self.add(f, label, time_limit=time_limit, context=context)
+            return lambda f: self.add(
+                f, label, time_limit=time_limit, context=context, validate=validate, check_result=check_result
+            )
         if not callable(func):
             raise TypeError(f"add_function needs a callable, got {func!r}")
-        self._functions[name or func.__name__] = Function(func, time_limit, context)
+        name = name or func.__name__
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(f"function names starting with {RESERVED_PREFIX!r} are amphora's own: {name!r}")
+        self._add(name, func, time_limit, context, self.validate if validate is None else validate, check_result)
         return func
+
+    def add_reserved(self, name: str, func: Callable[..., Any]) -> None:
+        """Register one of amphora's own functions (a name starting with ``amphora.``)."""
+        self._add(name, func, None, False, False, False)
+
+    def _add(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        time_limit: float | None,
+        context: bool,
+        validate: bool,
+        check_result: bool,
+    ) -> None:
+        validator = build_validator(name, func, context, validate, check_result) if validate or check_result else None
+        self._functions[name] = Function(func, time_limit, context, validator)
+
+    def public(self) -> dict[str, Function]:
+        """The functions callers registered, by name (not amphora's own)."""
+        return {name: f for name, f in self._functions.items() if not name.startswith(RESERVED_PREFIX)}
 
     def get(self, name: str) -> Function | None:
         return self._functions.get(name)
@@ -94,24 +137,31 @@ def invoke(
 ) -> Any:
     """Run a handler (in gevent's thread pool with ``threads``) within its time limit, else the given one.
 
-    Raises TimeLimitExceeded when the limit passes first. A greenlet handler is interrupted there; a
+    Raises TimeLimitExceeded when the limit passes first, and TypeError for a result that does not fit the
+    return annotation (if checked). A greenlet handler is interrupted there; a
     thread cannot be: it runs on, and its result is dropped.
     """
     if context is not None:
         args = [context, *args]
     limit = function.time_limit if function.time_limit is not None else time_limit
     if limit is None:
-        return _call(function.func, args, kwargs, threads)
+        return _checked(function, _call(function.func, args, kwargs, threads))
     timer = gevent.Timeout(limit)
     timer.start()
     try:
-        return _call(function.func, args, kwargs, threads)
+        return _checked(function, _call(function.func, args, kwargs, threads))
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
         raise TimeLimitExceeded(f"the handler ran over its time limit of {limit} s") from None
     finally:
         timer.close()
+
+
+def _checked(function: Function, result: Any) -> Any:
+    if function.validator is not None:
+        function.validator.check_result(result)
+    return result
 
 
 def _call(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], threads: bool) -> Any:

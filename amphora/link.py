@@ -1,9 +1,9 @@
-"""Link: a connection that stays up.
+"""Link: a channel that stays up, on a connection shared with the other links of the process.
 
-It connects to one of several broker URLs, declares the registered topology and starts the registered
-consumers, and when the connection or its channel dies it reconnects (backoff with jitter) and does it all
-again. Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a declaration the broker
-refuses) are kept in ``setup_error`` so that whoever waits for the link can raise them.
+It connects to one of several broker URLs (taking a connection from :mod:`amphora.connections`), declares the
+registered topology and starts the registered consumers, and when its channel or the connection dies it
+sets up again (backoff with jitter). Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a
+declaration the broker refuses) are kept in ``setup_error`` so that whoever waits for the link can raise them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .amqp.errors import (
     VhostNotAllowed,
 )
 from .amqp.errors import ConnectionError as AMQPConnectionError
+from .connections import Role, SharedConnections, shared_connections
 from .topology import Declaration
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ FAILURE_REPORT_INTERVAL = 30.0
 OPERATION_CHANNELS = 64
 """Channels a link keeps at most for :meth:`Link.execute`: more concurrent operations wait their turn."""
 CHANNEL_WAIT = 0.1
+CLOSE_TIMEOUT = 2.0
+"""Seconds a stopping link waits for the broker to confirm its channels closed."""
 """Seconds at most that an operation which found no free channel number waits before it tries again."""
 
 ConnectedHook = Callable[[Connection], None]
@@ -68,7 +71,11 @@ class _Consumer:
 
 
 class Link:
-    """One auto-reconnecting connection with one channel, its topology and its consumers."""
+    """One auto-reconnecting channel, its topology and its consumers, on a connection it shares with the
+    other links of the process that go to the same broker in the same role (:mod:`amphora.connections`).
+
+    A link with ``confirm`` publishes (with publisher confirms); one without consumes.
+    """
 
     def __init__(
         self,
@@ -76,6 +83,7 @@ class Link:
         name: str,
         prefetch: int = 0,
         confirm: bool = False,
+        connections: SharedConnections | None = None,
     ) -> None:
         if not parameters:
             raise ValueError("a link needs at least one broker URL")
@@ -83,6 +91,8 @@ class Link:
         self._parameters = list(parameters)
         self._prefetch = prefetch
         self._confirm = confirm
+        self._role = Role.PUBLISH if confirm else Role.CONSUME
+        self._connections = connections or shared_connections()
         self._declarations: list[Declaration] = []
         self._consumers: dict[int, _Consumer] = {}
         self._consumer_ids = 0
@@ -246,8 +256,10 @@ class Link:
             raise ConnectionLost(f"{self.name} is not connected")
         while self._operation_channels:
             channel = self._operation_channels.pop()
-            if channel.is_open and channel.connection is connection:
+            if channel.connection is connection and channel.is_open:
                 break
+            if channel.is_open:  # of a connection this link no longer uses, which others may share
+                gevent.spawn(_close_quietly, channel)
         else:
             channel = connection.channel()
         try:
@@ -308,20 +320,34 @@ class Link:
         return None
 
     def reset(self) -> None:
-        """Drop the connection and set everything up again (e.g. after the broker cancelled a consumer)."""
-        if self.connection is not None:
-            self.connection.close(timeout=1)
+        """Drop the channel and set everything up again (e.g. after the broker cancelled a consumer)."""
+        if self.channel is not None:
+            _close_quietly(self.channel)  # its close callback wakes the link, which sets up a new one
 
     def stop(self) -> None:
-        """Close the connection and stop reconnecting."""
+        """Close the link's channels, give its connection back, and stop reconnecting."""
         self._stopping = True
         self.ready.clear()
         self._lost.set()
-        if self.connection is not None:
-            self.connection.close(timeout=2)
         if self._greenlet is not None:
-            self._greenlet.kill(timeout=5)
-        self.connection = self.channel = None
+            self._greenlet.kill(timeout=5)  # it gives its connection back on its way out
+        self._release_connection()
+
+    def _release_connection(self) -> None:
+        """Close the link's channels (unacknowledged deliveries go back to their queues) and give the connection
+        back; whoever comes second finds nothing to do."""
+        connection, channels = self.connection, [self.channel, *self._operation_channels]
+        self.connection, self.channel, self._operation_channels = None, None, []
+        if connection is None:
+            return
+        try:
+            if connection.is_open:
+                with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    for channel in channels:
+                        if channel is not None and channel.is_open:
+                            _close_quietly(channel)
+        finally:
+            self._connections.release(connection)
 
     def _run(self) -> None:
         first = 0  # the URL tried first: after a lost connection, the one after the broker that was lost
@@ -343,8 +369,7 @@ class Link:
                 self._report_failure(parameters, exc)
             finally:
                 self.ready.clear()
-                if self.connection is not None:
-                    self.connection.close(timeout=1)
+                self._release_connection()
             if not self._stopping:
                 gevent.sleep(min(MAX_BACKOFF, 0.05 * 2**self.failures) * random.uniform(0.5, 1.0))
 
@@ -352,14 +377,19 @@ class Link:
         self._lost.clear()
         self._opening, self._attempt_started = parameters.url, time.monotonic()
         try:
-            connection = self.connection = Connection(parameters).open()
+            connection = self.connection = self._connections.lease(parameters, self._role)
+            try:
+                channel = self.channel = connection.channel()
+            except ChannelLimitReached:  # the shared connection has no channel left: a new one has
+                self._connections.full(connection)
+                self._release_connection()
+                connection = self.connection = self._connections.lease(parameters, self._role)
+                channel = self.channel = connection.channel()
         finally:
             self._opening = None
-        connection.add_close_callback(self._on_lost)
+        channel.add_close_callback(self._on_lost)  # a lost connection closes its channels too
         for hook in self._on_connected:
             hook(connection)
-        channel = self.channel = connection.channel()
-        channel.add_close_callback(self._on_lost)
         if self._confirm:
             channel.confirm_select()
         self._consumer_prefetch = 0

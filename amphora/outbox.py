@@ -99,12 +99,15 @@ class Outbox:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every message is confirmed; False if ``timeout`` passed first."""
         self._state.flushing += 1
-        if self._link.connection is not None:
-            self._link.connection.release_reads()
+        connection = self._link.connection
+        if connection is not None:
+            connection.release_reads(self)
         try:
             return self._empty.wait(timeout)
         finally:
             self._state.flushing -= 1
+            if connection is not None and self._state.confirms_may_wait():
+                connection.reads_may_wait(self)
 
     def _wake_pump(self) -> None:
         self._pump_wakeup.set()
@@ -142,9 +145,9 @@ class Outbox:
         assert confirmation is not None, "the outbox's link must have publisher confirms on"
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
         if self._state.confirms_may_wait():
-            channel.connection.hold_reads()
+            channel.connection.hold_reads(self)
         else:
-            channel.connection.release_reads()
+            channel.connection.release_reads(self)
 
     def _on_confirmation(self, envelope: Envelope, generation: int, confirmation: Confirmation) -> None:
         error = confirmation.exception
@@ -159,6 +162,9 @@ class Outbox:
         elif verdict is Verdict.RECONNECT:
             log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
             gevent.spawn_later(NACK_BACKOFF, self._reconnect_after_nack, generation)
+        connection = self._link.connection
+        if connection is not None and self._state.confirms_may_wait():  # others sharing it may hold again
+            connection.reads_may_wait(self)
         if self._state.unsent:
             self._wake_pump()
 

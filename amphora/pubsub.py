@@ -20,9 +20,9 @@ from gevent.event import AsyncResult
 
 from .amqp import Message, Properties
 from .link import Link, settle_quietly
-from .outbox import Outbox
-from .protocol import Serializer, serializer_for
-from .topology import Declaration, ServiceTopology
+from .protocol import serializer_for
+from .topology import Declaration
+from .transport import OnTransport
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,9 @@ class Subscription:
         self._link.forget(self._declarations)
 
 
-class PubSub:
-    """Mixed into clients and servers, which provide the links, the outbox, the serializer and the topology."""
+class PubSub(OnTransport):
+    """Mixed into clients and servers: events through their transport's outbox and consuming link."""
 
-    _consumer: Link
-    _outbox: Outbox
-    serializer: Serializer
-    topology: ServiceTopology
     persistent: bool
 
     def publish(self, topic: str, data: Any) -> AsyncResult:
@@ -61,7 +57,7 @@ class PubSub:
             delivery_mode=2 if self.persistent else 1,
             message_id=uuid.uuid4().hex,
         )
-        self._outbox.publish(
+        self.transport.outbox.publish(
             self.topology.events_exchange,
             topic,
             self.serializer.dumps(data),
@@ -76,12 +72,13 @@ class PubSub:
         """Call ``callback(topic, data)`` for every event whose topic matches ``pattern``."""
         queue = self.topology.events_queue(name or uuid.uuid4().hex)
         declarations = self.topology.subscription(queue, pattern, None if name else int(expires * 1000))
-        self._consumer.declare(declarations)
+        link = self.transport.consumer
+        link.declare(declarations)
 
         def on_event(message: Message) -> None:
             gevent.spawn(self._deliver_event, callback, message)
 
-        return Subscription(self._consumer, queue, declarations, self._consumer.add_consumer(queue, on_event))
+        return Subscription(link, queue, declarations, link.add_consumer(queue, on_event))
 
     def _deliver_event(self, callback: EventCallback, message: Message) -> None:
         serializer = serializer_for(message.properties.content_type, self.serializer)

@@ -14,40 +14,11 @@ from typing import Any
 import gevent
 
 from .amqp import Channel
-from .link import Link
-from .topology import ServiceTopology
+from .transport import OnTransport
 
 
-class KnownQueues:
-    """Request queues this process created, and until when they surely exist unless removed: for good
-    without ``expires``, else for half of it (the broker deletes an unused queue ``expires`` after its last
-    declaration; the half leaves time for a consumer to reach it)."""
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._pruned_at = 0
-
-    def created(self, name: str, since: float, expires: float | None) -> None:
-        """``name`` was declared, with ``expires`` seconds, by a declaration sent at ``since``."""
-        self._until[name] = float("inf") if expires is None else since + expires / 2
-        if len(self._until) > 2 * self._pruned_at + 1000:  # forget expired ones, in amortized linear time
-            now = monotonic()
-            self._until = {queue: until for queue, until in self._until.items() if until > now}
-            self._pruned_at = len(self._until)
-
-    def forget(self, name: str) -> None:
-        self._until.pop(name, None)
-
-    def __contains__(self, name: str) -> bool:
-        return self._until.get(name, 0.0) > monotonic()
-
-
-class RequestQueues:
-    """Mixed into clients and servers, which provide the publishing link and the topology."""
-
-    _publisher: Link
-    topology: ServiceTopology
-    _known_queues: KnownQueues
+class RequestQueues(OnTransport):
+    """Mixed into clients and servers: operations on their transport's publishing link."""
 
     def create_new_request_queue(
         self,
@@ -76,7 +47,7 @@ class RequestQueues:
             since = monotonic()
             for declaration in declarations:
                 declaration.declare(channel)
-            self._known_queues.created(name, since, expires)
+            self.transport.known_queues.created(name, since, expires)
 
         return self._run_on_broker(create, nowait)
 
@@ -88,11 +59,11 @@ class RequestQueues:
         ``if_empty`` make the broker refuse (PreconditionFailed) while a server consumes it or requests
         wait in it."""
         name = self.topology.request_queue(queue)
-        self._known_queues.forget(name)
+        self.transport.known_queues.forget(name)
         return self._run_on_broker(lambda channel: channel.queue_delete(name, if_unused, if_empty), nowait)
 
     def _run_on_broker(self, operation: Callable[[Channel], Any], nowait: bool) -> gevent.Greenlet | None:
         if nowait:
-            return gevent.spawn(self._publisher.execute, operation)
-        self._publisher.execute(operation)
+            return gevent.spawn(self.transport.publisher.execute, operation)
+        self.transport.publisher.execute(operation)
         return None

@@ -34,11 +34,11 @@ from .compression import (
     decompress,
 )
 from .config import broker_parameters
+from .describe import DESCRIBE, describe
 from .exceptions import HandlerTimeout, IgnoreRequest
 from .functions import FunctionRegistry, RequestContext, TimeLimitExceeded, checked_reply_headers, invoke
-from .link import Link, settle_quietly, start_links
-from .metrics import Metrics, outcome, safely, watch_links
-from .outbox import Outbox
+from .link import settle_quietly
+from .metrics import Metrics, outcome, safely
 from .protocol import (
     HANDLER_TIMEOUT,
     HEADER_CAST,
@@ -57,9 +57,11 @@ from .protocol import (
 )
 from .pubsub import PubSub
 from .receiver import QueueReceiver
-from .request_queues import KnownQueues, RequestQueues
+from .request_queues import RequestQueues
 from .running import RunningRequests
 from .topology import DEAD_LETTER_LIMIT, Declaration, ServiceTopology
+from .tracing import TracingOption, tracing_for
+from .transport import Transport
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -101,10 +103,13 @@ class AmqpRpcServer(PubSub, RequestQueues):
         queue_type: str = "classic",
         dead_letter_limit: int | None = DEAD_LETTER_LIMIT,
         metrics: Metrics | None = None,
+        tracing: TracingOption = False,
         tracebacks: bool = False,
+        validate: bool = True,
         **connection_options: Any,
     ) -> None:
         self.service_name = service_name
+        self._tracing = tracing_for(tracing)
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.serializer = make_serializer(serializer)
         self.topology = ServiceTopology(
@@ -128,28 +133,29 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.compress_threshold = compress_threshold
         self.max_request_size = max_request_size
         self.consume_default_queue = consume_default_queue
-        self._functions = FunctionRegistry()
+        self._functions = FunctionRegistry(validate)
+        self._functions.add_reserved(DESCRIBE, lambda: describe(self))
         self._running = RunningRequests()
         self._answered = AnsweredRequests(answered_memory, answered_memory_bytes)
         self._workers = Workers(concurrency)  # several consumers may each have `concurrency` deliveries
         self._receivers: list[QueueReceiver] = []
         self._receivers_pruned_at = 0
-        self._known_queues = KnownQueues()
         self._accepting = False  # from serve() until prepare_stop()
         self._stopped = Event()
-        parameters = broker_parameters(url, urls, **connection_options)
-        self._consumer = Link(parameters, f"{service_name} server consumer", prefetch=concurrency)
-        self._publisher = Link(parameters, f"{service_name} server publisher", confirm=True)
         # while at most a quarter of the prefetch awaits the confirms of replies, those may be read in batches
         # (gathered acks may take another half: the broker never stops sending requests for want of acks)
-        self._outbox = Outbox(self._publisher, patience=concurrency // 4)
+        self.transport = transport = Transport(
+            broker_parameters(url, urls, **connection_options),
+            f"{service_name} server",
+            prefetch=concurrency,
+            outbox_patience=concurrency // 4,
+        )
         self.metrics = metrics
         self.tracebacks = tracebacks
         if metrics is not None:
-            watch_links(metrics, (self._consumer, self._publisher), self._publisher, self._outbox)
-        for link in (self._consumer, self._publisher):
-            link.declare(self.topology.exchanges())
-        self._consumer.declare(self.topology.dead_letter_queue() + self._request_queue_declarations())
+            transport.watch(metrics)
+        transport.declare(self.topology.exchanges())
+        transport.consumer.declare(self.topology.dead_letter_queue() + self._request_queue_declarations())
         self._consumer_ids: list[int] = []
 
     # --- what a fanout server changes -----------------------------------------------------------
@@ -171,7 +177,14 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     @overload
     def add_function(
-        self, func: F, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+        self,
+        func: F,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> F: ...
 
     @overload
@@ -182,19 +195,32 @@ class AmqpRpcServer(PubSub, RequestQueues):
         *,
         time_limit: float | None = None,
         context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> Callable[[F], F]: ...
 
     def add_function(
-        self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+        self,
+        func: Any = None,
+        name: str | None = None,
+        *,
+        time_limit: float | None = None,
+        context: bool = False,
+        validate: bool | None = None,
+        check_result: bool = False,
     ) -> Any:
         """Register a function for remote calls, under its own name or ``name``.
 
         Works as a call (``add_function(f)``, ``add_function(f, name="x")``), as a bare decorator, and as a
         decorator with a name (``@add_function("div")`` or ``@add_function(name="div")``). ``time_limit``
         (seconds) overrides the server's; with ``context=True`` the function gets a
-        :class:`~amphora.functions.RequestContext` as its first argument.
+        :class:`~amphora.functions.RequestContext` as its first argument. ``validate`` (the server's
+        ``validate`` if None) converts the arguments by the function's type hints, refusing a mismatch;
+        ``check_result`` checks the result against its return annotation (see :doc:`contracts`).
         """
-        return self._functions.add(func, name, time_limit=time_limit, context=context)
+        return self._functions.add(
+            func, name, time_limit=time_limit, context=context, validate=validate, check_result=check_result
+        )
 
     # --- running -------------------------------------------------------------------------------
 
@@ -207,10 +233,11 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self._stopped.clear()
         exiting.running(self)
         if not self._consumer_ids and self.consume_default_queue:  # first start, or again after stop()
+            consumer = self.transport.consumer
             self._consumer_ids = [
-                self._consumer.add_consumer(self._request_queue, self._on_request, on_cancel=self._on_queue_deleted)
+                consumer.add_consumer(self._request_queue, self._on_request, on_cancel=self._on_queue_deleted)
             ]
-        start_links((self._consumer, self._publisher), "serving")
+        self.transport.start("serving")
         if not nowait:
             self.join()
 
@@ -219,7 +246,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """True while the server takes requests: :meth:`serve` was called and :meth:`stop` was not, and it is
         connected on both sides (consuming, and able to publish replies). What ``amphora serve
         --health-port`` reports."""
-        return self._accepting and self._consumer.ready.is_set() and self._publisher.ready.is_set()
+        transport = self.transport
+        return self._accepting and transport.consumer.ready.is_set() and transport.publisher.ready.is_set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the server is stopped; False if ``timeout`` passed first."""
@@ -255,7 +283,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             receiver.stop()
         self._receivers = []
         for consumer_id in self._consumer_ids:
-            self._consumer.remove_consumer(consumer_id)
+            self.transport.consumer.remove_consumer(consumer_id)
         self._consumer_ids = []
 
     def receive_from_queue(
@@ -271,15 +299,15 @@ class AmqpRpcServer(PubSub, RequestQueues):
         """
         name = self.topology.request_queue(queue)
         missing = f"no request queue {name!r}: create it first (create_new_request_queue)"
-        if name not in self._known_queues:  # else no need to ask: it was created here not long ago
+        if name not in self.transport.known_queues:  # else no need to ask: it was created here not long ago
             try:
-                self._consumer.execute(lambda channel: channel.queue_declare(name, passive=True))
+                self.transport.consumer.execute(lambda channel: channel.queue_declare(name, passive=True))
             except NotFound:
                 raise ValueError(missing) from None
         try:
-            receiver = QueueReceiver(self._consumer, name, self._on_request, max_calls, timeout)
+            receiver = QueueReceiver(self.transport.consumer, name, self._on_request, max_calls, timeout)
         except NotFound:  # removed elsewhere since: the broker closed the link's channel, which reconnects
-            self._known_queues.forget(name)
+            self.transport.known_queues.forget(name)
             raise ValueError(missing) from None
         self._receivers.append(receiver)
         if len(self._receivers) > 2 * self._receivers_pruned_at + 100:  # forget finished ones, in amortized O(1)
@@ -303,23 +331,14 @@ class AmqpRpcServer(PubSub, RequestQueues):
         self.prepare_stop()
         deadline = time.monotonic() + timeout
         self._workers.join(timeout=timeout)
-        self._outbox.flush(timeout=max(0.0, deadline - time.monotonic()))
+        self.transport.outbox.flush(timeout=max(0.0, deadline - time.monotonic()))
         for receiver in receivers:  # their acks may wait for the cancel of their consumers
             receiver._done.wait(max(0.0, deadline - time.monotonic()))
         self._workers.close()
-        self.stop_publisher()
-        self.stop_consumer()
+        self.transport.stop()
         self._stopped.set()
 
     _stop_at_exit = _stop  # what amphora.exiting calls, with the server's exit_timeout
-
-    def stop_publisher(self) -> None:
-        """Disconnect the publishing side; unconfirmed replies stay in the outbox until :meth:`serve`."""
-        self._publisher.stop()
-
-    def stop_consumer(self) -> None:
-        """Disconnect the consuming side; unacknowledged requests go back to their queue."""
-        self._consumer.stop()
 
     def _on_queue_deleted(self, consumer_tag: str) -> None:
         """The broker cancelled the request queue's consumer: the queue was deleted (by hand, a policy...).
@@ -330,7 +349,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 self.service_name,
                 self._request_queue,
             )
-            gevent.spawn(self._consumer.reset)
+            gevent.spawn(self.transport.consumer.reset)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -410,6 +429,8 @@ class AmqpRpcServer(PubSub, RequestQueues):
             if function is None:
                 suggestion = self._functions.did_you_mean(func_name)
                 raise MalformedRequest(f"no function {func_name!r} in service {self.service_name!r}{suggestion}")
+            if function.validator is not None:
+                args, kwargs = function.validator.arguments(args, kwargs)
         except (MalformedRequest, BodyRefused) as exc:
             self._refuse(message, str(exc))
             return
@@ -417,8 +438,11 @@ class AmqpRpcServer(PubSub, RequestQueues):
         error_header = None
         failure: BaseException | None = None
         started = time.monotonic()
+        run = invoke
+        if self._tracing is not None:  # the handler runs in the request's span
+            run = self._tracing.handle(self.service_name, func_name, request_id, headers, cast)
         try:
-            result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
+            result = run(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.forget(request_id)
@@ -490,7 +514,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 log.warning("reply to %s could not be delivered (%s): its caller is gone", request_id, error)
             settle_quietly(delivery.ack)
 
-        self._outbox.publish(
+        self.transport.outbox.publish(
             self.topology.response_exchange,
             reply_to,
             reply.body,
@@ -512,7 +536,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
                 self._running.forget(properties.message_id)
                 settle_quietly(message.ack)
 
-        self._outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
+        self.transport.outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
         if can_reply:
             serializer = serializer_for(properties.content_type, self.serializer) or self.serializer
             body = encode_exception(serializer, "WrongRequest", (reason,))

@@ -42,10 +42,13 @@ class _QuietReads:
 class _Connection:
     reads = _QuietReads()  # what the outbox called before Connection.hold_reads (issue 21.3): older trees
 
-    def hold_reads(self) -> None:
+    def hold_reads(self, holder: object) -> None:
         pass
 
-    def release_reads(self) -> None:
+    def release_reads(self, holder: object) -> None:
+        pass
+
+    def reads_may_wait(self, holder: object) -> None:
         pass
 
 

@@ -1,6 +1,6 @@
 """The documented math client: ``python examples/math_client.py`` (broker from $AMQP_URL or localhost)."""
 
-from amphora import AmqpRpcClient, RemoteException
+from amphora import AmqpRpcClient, RemoteException, WrongRequest
 
 
 def main() -> None:
@@ -14,9 +14,13 @@ def main() -> None:
     pending = [client.defer.multiply(n, n) for n in range(1, 6)]
     print("squares, deferred:", [result.get() for result in pending])
     try:
-        client.call.hypotenuse("foo", "bar")
+        client.call.div(1, 0)
     except RemoteException as exc:
-        print("hypotenuse('foo', 'bar') raised remotely:", exc)
+        print("div(1, 0) raised remotely:", exc)
+    try:
+        client.call.hypotenuse("foo", "bar")
+    except (WrongRequest, RemoteException) as exc:  # refused by this typed server; an untyped one raises
+        print("hypotenuse('foo', 'bar') failed:", exc)
     client.stop()
 
 

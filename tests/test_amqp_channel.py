@@ -26,6 +26,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """The channel contract (amphora/amqp/API.md) holds on the RabbitMQ node and on the in-process broker."""
+    return any_broker_url
+
+
+@pytest.fixture
 def channel(connection):
     return connection.channel()
 
@@ -53,6 +59,7 @@ def consume_into(channel, queue, no_ack=True) -> Queue:
     return received
 
 
+@pytest.mark.rabbitmq_only("the memory broker reports itself, not RabbitMQ")
 def test_negotiates_limits_and_reports_the_broker(connection):
     assert connection.server_properties["product"] == "RabbitMQ"
     assert connection.frame_max == 131072
@@ -176,6 +183,7 @@ def test_unroutable_mandatory_publish_is_returned_to_its_publisher(channel, queu
     assert info.value.reply_code == 312 and info.value.message.body == b"b"
 
 
+@pytest.mark.rabbitmq_only("looks into the network channel's return bookkeeping")
 def test_returns_find_their_publish_among_many_in_flight(channel, queue):
     """Returns are matched by message_id, else correlation_id, else (neither, or one already in flight) by a
     header: every publish gets its own outcome, whatever ids the others carry."""
@@ -246,6 +254,7 @@ def test_manual_ack_nack_reject_and_multiple(connection, queue, publisher):
     assert checker.queue_declare(queue, passive=True).message_count == 0
 
 
+@pytest.mark.rabbitmq_only("acks are gathered into frames by the network channel only")
 def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue, publisher):
     consumer = connection.channel()
     received = consume_into(consumer, queue, no_ack=False)
@@ -268,6 +277,7 @@ def test_acks_in_any_order_are_gathered_and_all_arrive(connection, queue, publis
     assert checker.queue_declare(queue, passive=True).message_count == 0
 
 
+@pytest.mark.rabbitmq_only("acks are gathered into frames by the network channel only")
 def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(connection, queue, publisher):
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=10)
@@ -299,6 +309,7 @@ def test_acks_wait_for_half_a_prefetch_or_the_delay_and_never_stall_deliveries(c
     assert checker.queue_declare(queue, passive=True).message_count == 0  # none was left unacknowledged
 
 
+@pytest.mark.rabbitmq_only("acks are gathered into frames by the network channel only")
 def test_a_lone_ack_goes_out_after_the_delay(connection, queue, publisher):
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=100)
@@ -347,3 +358,14 @@ def test_closed_channel_refuses_work_with_a_clear_error(connection):
     with pytest.raises(ChannelClosed, match="closed by the client"):
         channel.basic_publish(b"x", "", "q")
     channel.close()  # closing twice is harmless
+
+
+def test_a_close_cut_short_keeps_its_channel_number_until_the_broker_answers(connection):
+    for _ in range(20):  # each time: the Close is sent, then the wait for CloseOk is interrupted at once
+        channel = connection.channel()
+        with gevent.Timeout(0, False):
+            channel.close()
+        assert not channel.is_open
+        connection.channel().queue_declare("", exclusive=True)  # a reused number would end the connection
+    assert connection.is_open
+    wait_until(lambda: len(connection._channels) == 20)  # the closed ones' numbers came back

@@ -29,10 +29,17 @@ def warnings_about(caplog, text: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """The tests given a broker run on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 # --- a deleted request queue (19.2) ----------------------------------------------------------------
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.rabbitmq_only("deletes the queue with rabbitmqctl")
 def test_a_deleted_request_queue_is_declared_again_and_served(
     rabbit_node, amqp_url, make_server, make_client, service, caplog
 ):
@@ -142,7 +149,7 @@ def test_a_server_that_cannot_connect_logs_an_error_then_at_a_bounded_rate(servi
         server.serve()
         assert time.monotonic() - started < 2
         wait_until(lambda: len(errors()) >= 3, timeout=15)
-        attempts = server._consumer.failures
+        attempts = server.transport.consumer.failures
     reports = errors()
     assert f"127.0.0.1:{port}" in reports[0].getMessage() and "Connection refused" in reports[0].getMessage()
     assert all("still cannot connect after" in r.getMessage() for r in reports[1:])

@@ -24,7 +24,7 @@ from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-SUBCOMMANDS = ["serve", "call", "inspect", "dead", "broker"]
+SUBCOMMANDS = ["serve", "call", "inspect", "dead", "describe", "asyncapi", "broker"]
 
 
 def amphora_command(*arguments: str, module: str = "amphora.cli") -> list[str]:

@@ -41,7 +41,7 @@ class Service:
 
 def node_of(cluster: RabbitCluster, client: AmqpRpcClient) -> int:
     """The index of the node the client's consuming link is connected to."""
-    connection = client._consumer.connection
+    connection = client.transport.consumer.connection
     assert connection is not None
     return cluster.index_of_port(connection.parameters.port)
 
@@ -55,9 +55,9 @@ def queue_members(cluster: RabbitCluster, index: int) -> dict[str, tuple[str, in
 def where_calls_wait(client: AmqpRpcClient, backend: Service) -> str:
     """Where unanswered calls may be stuck, for a failure message: unconfirmed requests in the client's
     outbox, requests running (or awaiting their reply's confirm) and unconfirmed replies in the servers'."""
-    servers = [(len(server._running), len(server._outbox)) for server in backend.servers]
+    servers = [(len(server._running), len(server.transport.outbox)) for server in backend.servers]
     return (
-        f"{len(client._pending)} calls unanswered; client outbox: {len(client._outbox)};"
+        f"{len(client._pending)} calls unanswered; client outbox: {len(client.transport.outbox)};"
         f" servers (requests unacknowledged, outbox): {servers}"
     )
 
@@ -110,7 +110,7 @@ def test_a_blackholed_node_is_left_for_another_after_heartbeats_and_a_connection
     client = AmqpRpcClient(service, urls=urls, queue_type="quorum", heartbeat=1, connection_timeout=2, timeout=120)
     try:
         assert client.call.work(-1) == [-1, 1]
-        port = client._consumer.connection.parameters.port
+        port = client.transport.consumer.connection.parameters.port
         stalled = next(i for i, proxy in enumerate(proxies) if proxy.port == port)
         results = [client.defer.work(n) for n in range(CALLS)]
         wait_until(lambda: sum(r.ready() for r in results) >= CALLS // 5, timeout=60)
@@ -118,7 +118,7 @@ def test_a_blackholed_node_is_left_for_another_after_heartbeats_and_a_connection
         proxies[stalled].stall()
         assert [r.get(timeout=120) for r in results] == [[n, n * n] for n in range(CALLS)]
         seconds = time.monotonic() - start
-        assert client._consumer.connection.parameters.port != port  # it left the blackholed node
+        assert client.transport.consumer.connection.parameters.port != port  # it left the blackholed node
         assert seconds < 2 * 1 + 2 + 2 + 10  # two heartbeat intervals + a connection timeout + backoff + slack
         print(f"\ncalls went on through another node {seconds:.1f} s after the stall")
     finally:

@@ -13,6 +13,12 @@ from helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def refuse(client, count: int, secret: str = "s3cret") -> list[str]:
     """Make ``count`` calls the server refuses (no such function); the ids of their requests, in order."""
     ids = []

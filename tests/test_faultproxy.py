@@ -49,7 +49,7 @@ def proxied_client(proxy: FaultProxy, amqp_url: str, service: str):
 
 def generations(client: AmqpRpcClient) -> tuple[int, int]:
     """How many times each of the client's two links has connected."""
-    return client._consumer.generation, client._publisher.generation
+    return client.transport.consumer.generation, client.transport.publisher.generation
 
 
 class LossWatch:
@@ -83,7 +83,7 @@ def test_calls_go_through_the_proxy(proxy, server, proxied_client):
 def test_cut_resets_every_connection_and_the_client_reconnects(proxy, server, proxied_client):
     client = proxied_client()
     assert client.call.double(1) == 2
-    loss = LossWatch(client._consumer.connection)
+    loss = LossWatch(client.transport.consumer.connection)
     before = generations(client)
     results = [client.defer.slow(0.002, i) for i in range(500)]
     wait_until(lambda: sum(r.ready() for r in results) >= 50, timeout=30)

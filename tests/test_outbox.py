@@ -16,6 +16,12 @@ from helpers import wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def start_outbox(url: str, queue: str, window: int) -> tuple[Link, Outbox]:
     link = Link([ConnectionParameters.from_url(url)], "outbox test", confirm=True)
     link.declare([Queue(queue, durable=True)])

@@ -58,7 +58,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_the_wheel_holds_the_package_its_data_and_the_command(built):
     names = set(zipfile.ZipFile(built["wheel"]).namelist())
-    for expected in ("amphora/__init__.py", "amphora/py.typed", "amphora/amqp/API.md", "amphora/testing/node.py"):
+    for expected in (
+        "amphora/__init__.py",
+        "amphora/py.typed",
+        "amphora/amqp/API.md",
+        "amphora/testing/node.py",
+        "amphora/memory/broker.py",
+    ):
         assert expected in names
     assert not any(name.startswith(("tests/", "bench/", "examples/")) for name in names)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

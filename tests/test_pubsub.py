@@ -13,6 +13,12 @@ from amphora import AmqpRpcClient, AmqpRpcServer
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def collector() -> tuple[Queue, Callable[[str, Any], None]]:
     events: Queue = Queue()
     return events, lambda topic, data: events.put((topic, data))

@@ -103,6 +103,25 @@ def test_holds_set_the_low_water_mark_and_give_way():
         assert not reads.held  # closed for good
 
 
+def test_one_who_waits_for_every_frame_keeps_the_others_from_holding():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reads = QuietReads(ours, max_delay=30)
+        server, client = object(), object()
+        reads.hold()
+        reads.wait_for_every_frame(server)  # e.g. a server whose replies' confirms keep its prefetch open
+        assert not reads.held and low_water(ours) == 1
+        reads.read_since_release = True
+        reads.hold()  # another publisher on the same connection
+        assert not reads.held
+        reads.may_wait(client)  # says nothing for the server
+        reads.hold()
+        assert not reads.held
+        reads.may_wait(server)
+        reads.hold()
+        assert reads.held
+
+
 def test_without_a_socket_nothing_is_held():
     reads = QuietReads()
     reads.hold()

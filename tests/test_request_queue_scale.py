@@ -11,11 +11,18 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from amphora import AmqpRpcClient, request_queues
+from amphora import AmqpRpcClient, transport
 from amphora.amqp import Channel, Connection
 from amphora.link import OPERATION_CHANNELS
 
 pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
 
 USERS = 10_000
 MAX_GAP = 3.0
@@ -66,7 +73,8 @@ def test_ten_thousand_concurrent_queue_operations_neither_hang_nor_fail(make_ser
     creating = [client.create_new_request_queue(user, nowait=True) for user in users]
     gevent.joinall(creating, raise_error=True)
     assert all(g.successful() for g in creating)
-    assert len(client._publisher.connection._channels) <= OPERATION_CHANNELS + 1  # and the link's own
+    # and the link's own, and the server's publishing link's, which shares the connection
+    assert len(client.transport.publisher.connection._channels) <= OPERATION_CHANNELS + 2
 
     # the server did not create these queues: each receive asks the broker whether its queue exists
     receiving = [gevent.spawn(server.receive_from_queue, user, block=False) for user in users]
@@ -74,7 +82,7 @@ def test_ten_thousand_concurrent_queue_operations_neither_hang_nor_fail(make_ser
     gevent.joinall(receiving + missing)
     receivers = [g.get() for g in receiving]
     assert all(isinstance(g.value, ValueError) for g in missing)  # a channel error closed its channel only
-    assert len(server._consumer.connection._channels) <= OPERATION_CHANNELS + 1
+    assert len(server.transport.consumer.connection._channels) <= OPERATION_CHANNELS + 2
 
     for user in users[:: USERS // 20]:
         assert client.call(routing_key=user, timeout=30).whoami(user) == user
@@ -95,7 +103,8 @@ def test_operations_wait_for_a_channel_when_the_broker_allows_few(amqp_url, serv
         gevent.joinall(creating, raise_error=True)
         assert all(g.successful() for g in creating)
         assert ticker.stop() < MAX_GAP
-        assert client._publisher.connection is not None and client._publisher.connection.channel_max == 4
+        connection = client.transport.publisher.connection
+        assert connection is not None and connection.channel_max == 4
         removing = [client.remove_request_queue(f"user{i}", nowait=True) for i in range(300)]
         gevent.joinall(removing, raise_error=True)
     finally:
@@ -104,7 +113,7 @@ def test_operations_wait_for_a_channel_when_the_broker_allows_few(amqp_url, serv
 
 def test_an_operation_waiting_for_its_turn_honours_its_timeout(make_client):
     client = make_client()
-    link = client._publisher
+    link = client.transport.publisher
     release = Event()
     holding = [gevent.spawn(link.execute, lambda channel: release.wait()) for _ in range(OPERATION_CHANNELS)]
     gevent.sleep(0)
@@ -136,6 +145,7 @@ class Declares:
         monkeypatch.setattr(Channel, "queue_declare", counted_declare)
 
 
+@pytest.mark.rabbitmq_only("counts by patching the network Connection and Channel")
 def test_a_receive_from_a_queue_created_here_asks_the_broker_nothing_more(make_server, make_client, monkeypatch):
     client = make_client()
     server = make_server(consume_default_queue=False)
@@ -153,8 +163,8 @@ def test_a_receive_from_a_queue_created_here_asks_the_broker_nothing_more(make_s
     with pytest.raises(ValueError, match="nobody"):
         server.receive_from_queue("nobody", block=False)
     # half of its expiry later, the server no longer takes alice's queue for granted
-    later = request_queues.monotonic() + 31
-    monkeypatch.setattr(request_queues, "monotonic", lambda: later)
+    later = transport.monotonic() + 31
+    monkeypatch.setattr(transport, "monotonic", lambda: later)
     server.receive_from_queue("alice", block=False).stop()
     assert counted.queues == 3
 

@@ -30,6 +30,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
+@pytest.fixture
 def math_server(make_server):
     server = make_server()
 
@@ -249,6 +255,7 @@ def test_blocking_handlers_run_in_threads(make_server, make_client):
     assert threading.get_ident() not in threads
 
 
+@pytest.mark.rabbitmq_only("amqp_host/amqp_port keywords and a refusing port are about network brokers")
 def test_connection_settings_from_keywords_and_environment(amqp_url, service, monkeypatch, math_server):
     from amphora.amqp import ConnectionParameters
 
@@ -267,6 +274,7 @@ def test_connection_settings_from_keywords_and_environment(amqp_url, service, mo
     client.stop()
 
 
+@pytest.mark.rabbitmq_only("the memory broker has no users and no virtual hosts")
 def test_wrong_credentials_and_vhost_are_raised_by_the_constructor(amqp_url, service):
     with pytest.raises(AuthenticationError):
         AmqpRpcClient(service, url=amqp_url.replace("guest:guest", "guest:nope"))

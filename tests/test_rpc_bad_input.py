@@ -18,6 +18,12 @@ MALFORMED_COUNT = 10_000
 GOOD_CALLS = 1_000
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def malformed_requests() -> list[tuple[bytes, dict[str, object]]]:
     """One of each kind of bad request, as a body and its properties beyond the usual ones."""
     bomb = zlib.compress(b'{"func": "add", "args": [' + b" " * 3_000_000 + b"]}", 9, wbits=31)
@@ -69,6 +75,7 @@ def test_ten_thousand_malformed_requests_among_good_calls(make_server, make_clie
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.rabbitmq_only("the memory broker has no passwords to refuse")
 def test_passwords_never_reach_logs_or_reprs(amqp_url, caplog, service):
     secret = "s3cret-Pa55"
     url = amqp_url.replace("guest:guest@", f"guest:{secret}@")

@@ -56,7 +56,7 @@ def test_every_copy_of_a_request_gets_its_own_reply(make_server, amqp_url, servi
     if when != "running":
         release.set()
     if when == "replied":  # the server learns of the confirms of its replies only once `confirmed` is set
-        publish = server._outbox.publish
+        publish = server.transport.outbox.publish
 
         def publish_holding_confirms(*args, on_done, **options):
             return publish(*args, on_done=lambda error: gevent.spawn(late, on_done, error), **options)
@@ -65,7 +65,7 @@ def test_every_copy_of_a_request_gets_its_own_reply(make_server, amqp_url, servi
             confirmed.wait()
             on_done(error)
 
-        server._outbox.publish = publish_holding_confirms
+        server.transport.outbox.publish = publish_holding_confirms
     else:
         confirmed.set()
     server.serve()
@@ -95,7 +95,7 @@ def test_every_copy_of_a_request_gets_its_own_reply(make_server, amqp_url, servi
     else:
         assert next_reply("first") == request_id
         if when == "confirmed":
-            wait_until(lambda: not len(server._outbox))
+            wait_until(lambda: not len(server.transport.outbox))
         send("second")
     assert next_reply("second") == request_id
     confirmed.set()

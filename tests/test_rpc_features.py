@@ -19,6 +19,12 @@ from helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def test_cast_runs_once_and_is_confirmed(make_server, make_client):
     server = make_server()
     seen: Queue = Queue()

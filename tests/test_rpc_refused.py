@@ -16,6 +16,14 @@ from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
+
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://), except those with
+    servers in other processes."""
+    return any_broker_url
+
+
 BIG = {"big": "h" * 1_000_000}
 
 
@@ -39,7 +47,7 @@ def test_a_header_that_cannot_fit_a_frame_fails_its_call_at_once(echo_client):
     with pytest.raises(ValueError, match="routing key"):
         client.call(timeout=10, routing_key="k" * 256).echo("hi")
     assert time.monotonic() - started < 1
-    assert len(client._outbox) == 0 and len(client._pending) == 0
+    assert len(client.transport.outbox) == 0 and len(client._pending) == 0
     assert client.call(timeout=10).echo("after") == "after"
 
 
@@ -47,7 +55,7 @@ def test_a_header_too_large_for_the_configured_frame_size_fails_before_connectin
     client = AmqpRpcClient(service, url=f"{amqp_url}?frame_max=8192", autostart=False)  # judged by the URL's
     with pytest.raises(ValueError, match="frame_max 8192"):
         client.defer(headers={"big": "h" * 8192}).echo("hi")
-    assert len(client._outbox) == 0 and len(client._pending) == 0
+    assert len(client.transport.outbox) == 0 and len(client._pending) == 0
 
 
 def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_client, monkeypatch):
@@ -60,7 +68,7 @@ def test_a_message_the_broker_closes_the_connection_on_leaves_the_outbox(echo_cl
     assert info.value.code == 501  # FRAME_ERROR
     assert [result.get(timeout=20) for result in others] == list(range(20))
     assert client.call(timeout=10).echo("after") == "after"
-    assert client._outbox.flush(timeout=5)
+    assert client.transport.outbox.flush(timeout=5)
 
 
 def test_a_reply_whose_headers_cannot_fit_a_frame_is_dropped_and_the_server_serves_on(make_server, make_client):
@@ -78,6 +86,7 @@ def test_a_reply_whose_headers_cannot_fit_a_frame_is_dropped_and_the_server_serv
     assert client.call(timeout=10).echo("after") == "after"
 
 
+@pytest.mark.rabbitmq_only("its server runs in another process")
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_run(
     amqp_url, start_server, make_client, execution_log, queue_type
@@ -93,6 +102,7 @@ def test_a_request_that_expired_after_its_server_died_in_the_handler_may_have_ru
     assert [e[1:] for e in executions(execution_log)] == [("slow", "once")]
 
 
+@pytest.mark.rabbitmq_only("its server runs in another process")
 def test_a_request_a_server_received_past_its_deadline_never_ran_and_says_so(
     amqp_url, start_server, make_client, execution_log, tmp_path
 ):

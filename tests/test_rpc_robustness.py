@@ -15,6 +15,12 @@ from helpers import Occupancy, wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here given a broker runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def test_handler_escaping_with_a_base_exception_is_answered(make_server, make_client):
     server = make_server()
 
@@ -47,7 +53,7 @@ def test_unencodable_call_options_fail_the_call_and_leave_nothing_behind(make_se
         client.call(priority=300).ping()
     with pytest.raises((ValueError, TypeError)):
         client.call(headers={"odd": object()}).ping()
-    assert len(client._outbox) == 0
+    assert len(client.transport.outbox) == 0
     assert client.call.ping() == "alive"
 
 

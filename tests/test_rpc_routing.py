@@ -23,6 +23,12 @@ from helpers import wait_until
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture
+def amqp_url(any_broker_url: str) -> str:
+    """Every test here runs on the RabbitMQ node and on the in-process broker (memory://)."""
+    return any_broker_url
+
+
 def queued(amqp_url: str, queue: str) -> int:
     """How many messages wait in ``queue``."""
     connection = connect(amqp_url)
@@ -202,17 +208,19 @@ def test_remove_if_unused_refuses_while_a_server_receives(show_server, make_clie
     assert receiver.wait(timeout=5)
 
 
+@pytest.mark.rabbitmq_only("looks into the network channel's gathered acks")
 def test_receive_from_queue_returns_once_its_request_is_acknowledged(show_server, make_client):
     client = make_client()
     client.create_new_request_queue("pat")
     result = client.defer(routing_key="pat").show_message("pat", "x")
     show_server.receive_from_queue("pat", max_calls=1, timeout=10)
-    channel = show_server._consumer.channel
+    channel = show_server.transport.consumer.channel
     assert not channel._acks.unacked and not channel._acks.gathered  # acked, and not waiting to be sent
     assert channel.connection.write_backlog == 0  # handed to the socket
     assert result.get(timeout=5) == 1
 
 
+@pytest.mark.rabbitmq_only("patches the network channel (amphora.amqp.Channel)")
 def test_finished_receiver_takes_back_nothing_while_its_cancel_waits(
     show_server, make_client, amqp_url, service, monkeypatch
 ):

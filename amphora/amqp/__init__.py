@@ -5,7 +5,7 @@ See ``API.md`` beside this file for the contract the rest of amphora builds on.
 
 from . import errors
 from .channel import Channel, DeclareOk
-from .connection import Connection, connect
+from .connection import Connection, connect, open_connection
 from .message import Confirmation, Message, Properties
 from .parameters import ConnectionParameters
 
@@ -19,4 +19,5 @@ __all__ = [
     "Properties",
     "connect",
     "errors",
+    "open_connection",
 ]

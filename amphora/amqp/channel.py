@@ -13,6 +13,7 @@ from pamqp import commands
 from . import frames
 from .acks import AckGatherer
 from .errors import (
+    AMQPError,
     ChannelClosed,
     MessageNacked,
     MessageReturned,
@@ -86,6 +87,7 @@ class Channel:
             Basic.Cancel: self._on_server_cancel,
             commands.Channel.Close: self._on_server_close,
             commands.Channel.Flow: self._on_flow,
+            commands.Channel.CloseOk: self._on_close_ok,
         }
 
     # --- synchronous methods -------------------------------------------------------------------
@@ -308,6 +310,10 @@ class Channel:
 
     def on_frame(self, frame_type: int, payload: frames.Payload) -> None:
         """Handle one frame for this channel. Called by the connection's reader."""
+        if self._error is not None:  # closed by us, and the broker's CloseOk still to come: the rest is moot
+            if isinstance(payload, commands.Channel.CloseOk):
+                self.connection.forget_channel(self.id)
+            return
         if frame_type == frames.FRAME_BODY:
             self._on_body(payload)  # type: ignore[arg-type]
         elif frame_type == frames.FRAME_HEADER:
@@ -440,6 +446,11 @@ class Channel:
     def _on_flow(self, frame: commands.Channel.Flow) -> None:
         self._send(frames.method_frame(self.id, commands.Channel.FlowOk(frame.active)))
 
+    def _on_close_ok(self, frame: commands.Channel.CloseOk) -> None:
+        self.connection.forget_channel(self.id)  # the broker is done with the number, whoever still waits
+        if self._rpc_waiter is not None:
+            self._rpc_waiter.set(frame)
+
     def _on_server_close(self, frame: commands.Channel.Close) -> None:
         self._send(frames.method_frame(self.id, commands.Channel.CloseOk()))
         self.connection.forget_channel(self.id)
@@ -456,10 +467,12 @@ class Channel:
         if self._error is not None:
             return
         self.flush_acks()
-        try:
+        try:  # the broker's CloseOk frees the channel's number (_on_close_ok), even if this wait is cut short
             self._rpc(commands.Channel.Close(200, "Normal shutdown", 0, 0), commands.Channel.CloseOk)
-        finally:
+        except AMQPError:  # the channel or its connection ended meanwhile
             self.connection.forget_channel(self.id)
+            raise
+        finally:
             self.fail(ChannelClosed(200, "closed by the client"), clean=True)
 
     def add_close_callback(self, callback: Callable[[BaseException | None], None]) -> None:

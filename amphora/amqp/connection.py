@@ -70,7 +70,17 @@ CloseCallback = Callable[[BaseException | None], None]
 
 def connect(url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", **options: Any) -> Connection:
     """Open a connection to the broker at ``url``; keyword options override what the URL says."""
-    return Connection(ConnectionParameters.from_url(url, **options)).open()
+    return open_connection(ConnectionParameters.from_url(url, **options))
+
+
+def open_connection(parameters: ConnectionParameters) -> Connection:
+    """Open a connection: over the network, or for a ``memory://`` URL to the in-process broker it names (a
+    :class:`amphora.memory.MemoryConnection`, which offers the same API)."""
+    if parameters.memory:
+        from ..memory import MemoryConnection  # amphora.memory builds on this package: imported when used
+
+        return cast(Connection, MemoryConnection(parameters).open())
+    return Connection(parameters).open()
 
 
 READ_SIZE = 262144
@@ -253,14 +263,21 @@ class Connection:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def hold_reads(self) -> None:
-        """Let small frames such as publisher confirms wait (at most ``reads.max_delay``) instead of waking
-        the reader for each, until :meth:`release_reads` (see :mod:`amphora.amqp.quiet`)."""
+    def hold_reads(self, holder: object) -> None:
+        """``holder`` (one of those publishing on the connection) lets small frames such as publisher confirms
+        wait, at most ``reads.max_delay``, instead of waking the reader for each: they do, unless another
+        holder waits for every frame (:meth:`release_reads`). See :mod:`amphora.amqp.quiet`."""
+        self.reads.may_wait(holder)
         self.reads.hold()
 
-    def release_reads(self) -> None:
-        """Wake the reader for every frame again, at once for those already waiting."""
-        self.reads.release()
+    def release_reads(self, holder: object) -> None:
+        """Wake the reader for every frame again, at once for those already waiting, until ``holder`` holds
+        again or says :meth:`reads_may_wait`."""
+        self.reads.wait_for_every_frame(holder)
+
+    def reads_may_wait(self, holder: object) -> None:
+        """``holder`` no longer needs every frame at once (it holds nothing either)."""
+        self.reads.may_wait(holder)
 
     def _read_loop(self) -> None:
         assert self._sock is not None

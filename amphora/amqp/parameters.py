@@ -1,7 +1,9 @@
 """Connection parameters and their AMQP URL form.
 
 ``amqp://user:password@host:port/vhost?heartbeat=30&connection_timeout=10`` and ``amqps://`` with the TLS
-options ``cafile``, ``certfile``, ``keyfile``, ``verify=none`` and ``server_hostname``.
+options ``cafile``, ``certfile``, ``keyfile``, ``verify=none`` and ``server_hostname``. ``memory://`` (or
+``memory://name`` for a broker of its own) names an in-process broker (:mod:`amphora.memory`), for tests; of
+the options it honours ``frame_max`` and ``channel_max``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import gevent.ssl
 
@@ -17,6 +19,9 @@ from .errors import InvalidURL
 
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
+MEMORY_SCHEME = "memory"
+DEFAULT_MEMORY_BROKER = "default"
+"""The in-process broker that ``memory://`` names."""
 
 _NUMBER_OPTIONS = {"heartbeat": int, "connection_timeout": float, "frame_max": int, "channel_max": int}
 _TLS_OPTIONS = ("cafile", "certfile", "keyfile", "verify", "server_hostname")
@@ -42,29 +47,23 @@ class ConnectionParameters:
     verify: bool = True
     server_hostname: str | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
+    memory: bool = False
+    """An in-process broker (:mod:`amphora.memory`) named by ``host``, not a network one."""
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ConnectionParameters:
-        """Parse an ``amqp://`` or ``amqps://`` URL; keyword arguments override what it says."""
+        """Parse an ``amqp://``, ``amqps://`` or ``memory://`` URL; keyword arguments override what it says."""
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise InvalidURL(f"cannot parse AMQP URL {redact(url)!r}: {exc}") from None
-        if parts.scheme not in ("amqp", "amqps"):
-            raise InvalidURL(f"AMQP URL must start with amqp:// or amqps://, got {redact(url)!r}")
-        tls = parts.scheme == "amqps"
-        values: dict[str, Any] = {
-            "host": parts.hostname or "127.0.0.1",
-            "port": port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT),
-            "tls": tls,
-        }
-        if parts.username is not None:
-            values["user"] = unquote(parts.username)
-        if parts.password is not None:
-            values["password"] = unquote(parts.password)
-        if parts.path not in ("", "/"):
-            values["vhost"] = unquote(parts.path[1:])
+        if parts.scheme == MEMORY_SCHEME:
+            values: dict[str, Any] = {"host": parts.netloc or DEFAULT_MEMORY_BROKER, "memory": True}
+        elif parts.scheme in ("amqp", "amqps"):
+            values = _network_values(parts, port)
+        else:
+            raise InvalidURL(f"AMQP URL must start with amqp://, amqps:// or memory://, got {redact(url)!r}")
         for name, raw in parse_qsl(parts.query, keep_blank_values=True):
             values[name] = _option_value(name, raw, url)
         values.update(overrides)
@@ -77,6 +76,8 @@ class ConnectionParameters:
     @property
     def url(self) -> str:
         """The URL of these parameters, password hidden (safe for logs and errors)."""
+        if self.memory:
+            return f"{MEMORY_SCHEME}://{self.host}"
         scheme = "amqps" if self.tls else "amqp"
         vhost = self.vhost.replace("%", "%25").replace("/", "%2F")
         return f"{scheme}://{self.user}:***@{self.host}:{self.port}/{vhost}"
@@ -102,6 +103,23 @@ class ConnectionParameters:
         if self.certfile:
             context.load_cert_chain(self.certfile, self.keyfile)
         return context
+
+
+def _network_values(parts: SplitResult, port: int | None) -> dict[str, Any]:
+    """Host, port, TLS, credentials and virtual host of an ``amqp://`` or ``amqps://`` URL."""
+    tls = parts.scheme == "amqps"
+    values: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT),
+        "tls": tls,
+    }
+    if parts.username is not None:
+        values["user"] = unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = unquote(parts.password)
+    if parts.path not in ("", "/"):
+        values["vhost"] = unquote(parts.path[1:])
+    return values
 
 
 def _option_value(name: str, raw: str, url: str) -> Any:

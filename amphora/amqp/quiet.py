@@ -49,6 +49,7 @@ class QuietReads:
         """Seconds a hold lasts at most."""
         self._release_timer: Any = None  # set while held
         self._answers_awaited = 0
+        self._waiting_now: set[object] = set()  # whoever sharing the connection wants every frame at once
         self.read_since_release = True
         """Set by the reader after each read: a hold waits for one, so a release is not undone unread."""
 
@@ -59,7 +60,7 @@ class QuietReads:
     def hold(self) -> None:
         """Hold back wake-ups for small frames, for at most ``max_delay`` seconds (a no-op if already held,
         while an answer is awaited, or before the reader has read what the last release let through)."""
-        if self._release_timer is not None or self._answers_awaited or not self.read_since_release:
+        if self._release_timer is not None or self._answers_awaited or self._waiting_now or not self.read_since_release:
             return
         if self._sock is not None and self._set_low_water(HELD_LOW_WATER):
             # a new timer each time: gevent's libev timer, started again after it fired, fires at once
@@ -74,6 +75,16 @@ class QuietReads:
         self._release_timer = None
         self.read_since_release = False
         self._set_low_water(1)
+
+    def wait_for_every_frame(self, who: object) -> None:
+        """Release, and hold no more until ``who`` says :meth:`may_wait` (or holds itself): whoever shares the
+        connection, ``who``'s frames (a server's confirms it acknowledges requests on) are read at once."""
+        self._waiting_now.add(who)
+        self.release()
+
+    def may_wait(self, who: object) -> None:
+        """``who`` no longer needs every frame at once."""
+        self._waiting_now.discard(who)
 
     @contextlib.contextmanager
     def awaiting_answer(self) -> Iterator[None]:

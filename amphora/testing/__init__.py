@@ -11,6 +11,8 @@ Use the fixtures from a ``conftest.py``::
 - ``tls_certificates`` (session): a test CA with server and client certificates (:func:`make_certificates`).
 - ``tls_rabbit_node`` (session): a node that also listens for TLS; ``tls_url`` is its ``amqps://`` URL.
 - ``rabbit_cluster`` (function): three nodes of the test's own joined into a cluster (:class:`RabbitCluster`).
+- ``amphora_service``, ``amphora_memory_url``, ``any_broker_url``, ``amphora_server``, ``amphora_client``:
+  for tests without a broker (``memory://``) or on both (:mod:`amphora.testing.fixtures`).
 
 :class:`~amphora.testing.faultproxy.FaultProxy` (imported from its module) cuts, stalls or delays the network
 between processes and a node on demand.
@@ -41,6 +43,14 @@ except ImportError:  # amphora itself does not need pytest
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
+    from .fixtures import (  # noqa: F401  (fixtures and hook of the plugin)
+        amphora_client,
+        amphora_memory_url,
+        amphora_server,
+        amphora_service,
+        any_broker_url,
+        pytest_configure,
+    )
 
     @pytest.fixture(scope="session")
     def rabbit_node() -> Iterator[RabbitNode]:
