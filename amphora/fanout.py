@@ -53,9 +53,11 @@ class AmqpRpcFanoutServer(AmqpRpcServer):
     def _request_queue(self) -> str:
         return self.topology.fanout_queue(self.name)
 
-    def _on_ignored(self, message: Message) -> None:
-        """Every server got its own copy: ignoring one means acknowledging it and not replying."""
-        settle_quietly(message.ack)
+    def _on_ignored(self, deliveries: list[Message]) -> None:
+        """Every server got its own copy: ignoring one means acknowledging it (and each copy held) and not
+        replying."""
+        for delivery in deliveries:
+            settle_quietly(delivery.ack)
 
 
 class AmqpRpcFanoutClient(AmqpRpcClient):

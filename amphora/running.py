@@ -51,8 +51,3 @@ class RunningRequests:
         if not request_id:
             return [delivery]
         return self._deliveries.pop(request_id, None) or [delivery]
-
-    def forget(self, request_id: str | None) -> None:
-        """The request ends without a word to the deliveries held besides the one it was handled by."""
-        if request_id:
-            self._deliveries.pop(request_id, None)

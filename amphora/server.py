@@ -168,10 +168,12 @@ class AmqpRpcServer(PubSub, RequestQueues):
     def _request_queue(self) -> str:
         return self.topology.default_queue
 
-    def _on_ignored(self, message: Message) -> None:
-        """A handler raised IgnoreRequest: hand the request back, after a pause, for another server."""
+    def _on_ignored(self, deliveries: list[Message]) -> None:
+        """A handler raised IgnoreRequest: hand the request (every copy held) back, after a pause, for another
+        server."""
         gevent.sleep(IGNORE_BACKOFF)
-        settle_quietly(message.reject, True)
+        for delivery in deliveries:
+            settle_quietly(delivery.reject, True)
 
     # --- functions -----------------------------------------------------------------------------
 
@@ -414,11 +416,11 @@ class AmqpRpcServer(PubSub, RequestQueues):
             if not request_id or not (properties.reply_to or cast):
                 raise MalformedRequest("a request needs a message_id, and a reply_to unless it is a cast")
             if past_deadline(headers):
-                self._running.forget(request_id)
-                if message.redelivered:  # it may have run before: dropped, its caller ends with NoResult
-                    settle_quietly(message.ack)
-                else:  # dead-lettered back to its caller: it never ran
-                    settle_quietly(message.reject, False)
+                for delivery in self._running.take_all(request_id, message):  # and every copy that joined it
+                    if delivery.redelivered:  # it may have run before: dropped, its caller ends with NoResult
+                        settle_quietly(delivery.ack)
+                    else:  # dead-lettered back to its caller: it never ran
+                        settle_quietly(delivery.reject, False)
                 return
             serializer = serializer_for(properties.content_type, self.serializer)
             if serializer is None:
@@ -445,8 +447,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
             result = run(function, args, kwargs, context, self.threads, self.time_limit)
             body = encode_result(serializer, result)
         except IgnoreRequest:
-            self._running.forget(request_id)
-            self._on_ignored(message)
+            self._on_ignored(self._running.take_all(request_id, message))
             return
         except TimeLimitExceeded as exc:
             failure = HandlerTimeout(*exc.args)  # as the caller sees it
@@ -532,9 +533,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
         can_reply = bool(properties.message_id and properties.reply_to)
 
         def on_dead_lettered(error: BaseException | None) -> None:
-            if not can_reply:
-                self._running.forget(properties.message_id)
-                settle_quietly(message.ack)
+            if not can_reply:  # a cast: acknowledged with every copy held, once its dead letter is safe
+                for delivery in self._running.take_all(properties.message_id, message):
+                    settle_quietly(delivery.ack)
 
         self.transport.outbox.publish(self.topology.dead_exchange, "", message.body, dead, on_done=on_dead_lettered)
         if can_reply:

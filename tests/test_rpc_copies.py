@@ -10,6 +10,7 @@ import gevent
 import pytest
 from gevent.event import Event
 
+from amphora import IgnoreRequest
 from amphora.amqp import Properties, connect
 from helpers import executions, wait_until
 
@@ -105,3 +106,36 @@ def test_every_copy_of_a_request_gets_its_own_reply(make_server, amqp_url, servi
             pass
         assert received[caller] == [request_id, fence]
     assert runs.count(request_id) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_copy_that_joined_an_ignored_request_is_handed_back_with_it(make_server, amqp_url, service, spy):
+    server = make_server()
+    started, release = Event(), Event()
+    runs: list[str] = []
+
+    def work(tag: str) -> str:
+        runs.append(tag)
+        if len(runs) == 1:  # the first time: ignored, for another server (here, this one again)
+            started.set()
+            release.wait()
+            raise IgnoreRequest()
+        return tag
+
+    server.add_function(work)
+    server.serve()
+    replies = {caller: spy(f"rpc_{service}_response", caller) for caller in ("first", "second")}
+    channel = connect(amqp_url).channel()
+    channel.confirm_select()
+    request_id = uuid.uuid4().hex
+    for caller in ("first", "second"):
+        body = json.dumps({"func": "work", "args": [request_id], "kwargs": {}}).encode()
+        properties = Properties(message_id=request_id, reply_to=caller, content_type="application/json")
+        channel.basic_publish(body, f"rpc_{service}_request", "", properties).wait(timeout=10)
+        if caller == "first":
+            assert started.wait(timeout=10)
+    wait_until(lambda: server._running.held(request_id) == 2)  # the second copy joined the running one
+    release.set()
+    for caller, queue in replies.items():  # both copies went back to the queue, and came again
+        assert queue.get(timeout=10).properties.correlation_id == request_id, caller
+    assert runs == [request_id, request_id]

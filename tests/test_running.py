@@ -57,10 +57,10 @@ def test_a_request_with_no_open_copy_left_is_forgotten():
     assert running.first_open(None) is None and running.first_open("never") is None
 
 
-def test_a_forgotten_request_lets_its_next_copy_start_it_again():
+def test_a_request_taken_whole_lets_its_next_copy_start_it_again():
     running = RunningRequests()
-    running.start("r1", delivery("first"))
-    running.forget("r1")
-    running.forget("r1")  # twice, or unknown, or no id: nothing happens
-    running.forget(None)
+    first = delivery("first")
+    running.start("r1", first)
+    assert running.take_all("r1", first) == [first]
+    assert running.take_all("r1", first) == [first]  # twice, or unknown: the delivery handled, alone
     assert not running.join("r1", delivery("again"))
