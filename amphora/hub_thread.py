@@ -30,6 +30,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.threadpool  # noqa: F401 - resolving a broker's name needs it, and at exit it cannot be imported
 from gevent.hub import Waiter
 from gevent.monkey import get_original
 
@@ -200,6 +201,10 @@ def gevent_wait(future: concurrent.futures.Future[Any], timeout: float | None = 
     return future.result(0)
 
 
+DEFAULT_EXIT_TIMEOUT = 10.0
+"""The ``exit_timeout`` of a client by default."""
+
+
 class HubThread:
     """A daemon OS thread running its own gevent hub; callables submitted from any thread run there.
 
@@ -268,14 +273,16 @@ class HubThread:
         return future
 
     @property
-    def exit_timeout(self) -> float | None:
-        """How long what runs in the thread may take to stop at exit (see :mod:`amphora.exiting`)."""
-        return exiting.longest_exit_timeout(self.ident)
+    def exit_timeout(self) -> float:
+        """How long what runs in the thread may take to stop at exit (see :mod:`amphora.exiting`); a client
+        still being made there counts with the default ``exit_timeout``."""
+        longest = exiting.longest_exit_timeout(self.ident)
+        return DEFAULT_EXIT_TIMEOUT if longest is None else longest
 
     def _stop_at_exit(self, timeout: float) -> None:
         """At interpreter exit: stop what runs in the thread as :func:`amphora.exiting.stop_all` does (within
         ``timeout`` seconds and the time to close), then the thread."""
-        if self.running:
+        if self.running:  # what was posted before (e.g. making a client) starts first
             gevent_wait(self.submit(exiting.stop_all), timeout + exiting.CLOSE_TIME)
         self.stop(exiting.CLOSE_TIME)
 
