@@ -19,6 +19,9 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Self
 
+import gevent
+import gevent.event
+
 from . import client as gevent_client
 from . import fanout as gevent_fanout
 from .client import CALL_OPTIONS, Caller, Tuner
@@ -45,7 +48,8 @@ class AmqpRpcClient:
         self._tuners: dict[str, Tuner] = {}
         self._client: gevent_client.AmqpRpcClient | None = None
         self._error: BaseException | None = None
-        self._hub.post(self._make, args, options)  # the calls posted after it wait for it
+        self._made: gevent.event.Event | None = None  # of the hub thread, set once the client is made (or not)
+        self._hub.post(self._start_making, args, options)
         self.call = Caller(self._call, CALL_OPTIONS)
         self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
         self.cast = Caller(self._cast, CALL_OPTIONS)
@@ -54,14 +58,21 @@ class AmqpRpcClient:
     """Set how the routing key of calls to a function is chosen from their arguments (as in the gevent
     client; the tuner runs in the hub thread)."""
 
+    def _start_making(self, args: tuple[Any, ...], options: dict[str, Any]) -> None:
+        """In the hub thread: make the gevent client in a greenlet of its own (connecting may take a while)."""
+        self._made = gevent.event.Event()
+        gevent.spawn(self._make, args, options)
+
     def _make(self, args: tuple[Any, ...], options: dict[str, Any]) -> None:
-        """In the hub thread: make the gevent client."""
+        assert self._made is not None
         try:
             self._client = self._gevent_class(self.service_name, *args, **options)
         except BaseException as exc:
             self._error = exc
         else:
             self._client._tuners = self._tuners
+        finally:
+            self._made.set()
 
     @property
     def uuid(self) -> str | None:
@@ -93,19 +104,33 @@ class AmqpRpcClient:
         self, kind: str, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
         settle: Settle,
     ) -> None:  # fmt: skip
-        if self._client is None:
+        """In the hub thread: start the call, once the client is made (in order with the calls before)."""
+        assert self._made is not None
+        if not self._made.is_set():
+            gevent.spawn(self._relay_when_made, kind, func_name, args, kwargs, options, settle)
+        elif self._client is None:
             settle(None, self._error or RuntimeError("the client is closed"))
         else:
             relay(self._client, kind, func_name, args, kwargs, options, settle)
 
+    def _relay_when_made(self, *call: Any) -> None:
+        assert self._made is not None
+        self._made.wait()
+        self._relay(*call)
+
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def _made(self) -> None:
+    async def _wait_made(self) -> None:
         """Wait until the underlying client is made; raise what made it fail."""
         future = asyncio.get_running_loop().create_future()
         settle = functools.partial(AsyncioInbox.of(asyncio.get_running_loop()).settle, future)
-        self._hub.post(lambda: settle(None, self._error))
+        self._hub.post(gevent.spawn, self._settle_when_made, settle)
         await future
+
+    def _settle_when_made(self, settle: Settle) -> None:
+        assert self._made is not None
+        self._made.wait()
+        settle(None, self._error)
 
     async def close(self) -> None:
         """Disconnect (as the gevent client's ``stop``): requests still unconfirmed are dropped, calls still
@@ -114,12 +139,14 @@ class AmqpRpcClient:
         await asyncio.wrap_future(future)
 
     def _stop(self) -> None:
+        assert self._made is not None
+        self._made.wait()
         made, self._client = self._client, None
         if made is not None:
             made.stop()
 
     async def __aenter__(self) -> Self:
-        await self._made()
+        await self._wait_made()
         return self
 
     async def __aexit__(
