@@ -219,6 +219,7 @@ class HubThread:
         self.name = name
         self.ident = 0
         self._inbox: GeventInbox | None = None
+        self._awaited: set[gevent.Greenlet] = set()
         self._stopping: gevent.event.Event | None = None
         self._started = real_lock()
         self._ended = real_lock()
@@ -272,6 +273,21 @@ class HubThread:
         self.post(gevent.spawn, _complete, future, fn, args)
         return future
 
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in a greenlet of its own in the hub thread, which waits for it at exit before
+        stopping what runs there (e.g. making a client, whose calls wait for it)."""
+        self.post(self._spawn_awaited, fn, args)
+
+    def _spawn_awaited(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        greenlet = gevent.spawn(fn, *args)
+        self._awaited.add(greenlet)
+        greenlet.rawlink(self._awaited.discard)
+
+    def _stop_residents(self, timeout: float) -> None:
+        """In the hub thread, at exit: wait for the greenlets of :meth:`spawn`, then stop what runs there."""
+        gevent.joinall(list(self._awaited), timeout=timeout)
+        exiting.stop_all()
+
     @property
     def exit_timeout(self) -> float:
         """How long what runs in the thread may take to stop at exit (see :mod:`amphora.exiting`); a client
@@ -282,8 +298,8 @@ class HubThread:
     def _stop_at_exit(self, timeout: float) -> None:
         """At interpreter exit: stop what runs in the thread as :func:`amphora.exiting.stop_all` does (within
         ``timeout`` seconds and the time to close), then the thread."""
-        if self.running:  # what was posted before (e.g. making a client) starts first
-            gevent_wait(self.submit(exiting.stop_all), timeout + exiting.CLOSE_TIME)
+        if self.running:
+            gevent_wait(self.submit(self._stop_residents, timeout), 2 * timeout + exiting.CLOSE_TIME)
         self.stop(exiting.CLOSE_TIME)
 
     def stop(self, timeout: float | None = None) -> None:

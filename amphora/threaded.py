@@ -174,8 +174,7 @@ class AnyThread:
                     self._twin = _make_twin(type(self), args, kwargs, self._tuners)
                 else:
                     made = ThreadResult()  # made in a greenlet of its own: connecting may take a while
-                    make = (_make_twin, type(self), args, kwargs, self._tuners)
-                    hub.post(gevent.spawn, _run_and_settle, made.settle, *make)
+                    hub.spawn(_run_and_settle, made.settle, _make_twin, type(self), args, kwargs, self._tuners)
                     self._twin = made.get()
             return hub, self._twin
 
