@@ -16,6 +16,7 @@ import pytest
 
 from amphora import NoResult, RemoteException
 from amphora.hub_thread import HubThread, get_ident, gevent_wait
+from amphora.metrics import Metrics
 from amphora.threaded import ThreadResult
 from helpers import wait_until
 
@@ -150,3 +151,21 @@ def test_a_cast_from_a_thread_or_asyncio_is_delivered_by_a_process_that_exits_at
         assert out.returncode == 0, out.stderr
     wait_until(lambda: len(noted) == 3)
     assert noted == [f"from {how}"] * 3
+
+
+def test_calls_from_threads_report_to_the_clients_metrics(math_server, make_client):
+    class Recorder(Metrics):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def call_done(self, service: str, function: str, seconds: float, outcome: str) -> None:
+            self.calls.append((function, outcome))
+
+    metrics = Recorder()
+    client = make_client(timeout=10, metrics=metrics)
+    with ThreadPoolExecutor(1) as executor:
+        assert gevent_wait(executor.submit(lambda: client.call.add(1, 2)), 30) == 3
+        with pytest.raises(RemoteException):
+            gevent_wait(executor.submit(lambda: client.call.div(1, 0)), 30)
+    wait_until(lambda: len(metrics.calls) == 2)
+    assert metrics.calls == [("add", "ok"), ("div", "RemoteException")]
