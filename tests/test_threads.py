@@ -14,7 +14,7 @@ import gevent
 import gevent.subprocess
 import pytest
 
-from amphora import NoResult, RemoteException
+from amphora import AmqpRpcFanoutServer, NoResult, RemoteException
 from amphora.hub_thread import HubThread, get_ident, gevent_wait
 from amphora.metrics import Metrics
 from amphora.threaded import ThreadResult
@@ -169,3 +169,31 @@ def test_calls_from_threads_report_to_the_clients_metrics(math_server, make_clie
             gevent_wait(executor.submit(lambda: client.call.div(1, 0)), 30)
     wait_until(lambda: len(metrics.calls) == 2)
     assert metrics.calls == [("add", "ok"), ("div", "RemoteException")]
+
+
+def test_gather_from_a_thread(amqp_url, service, make_fanout_client):
+    servers = [AmqpRpcFanoutServer(service, url=amqp_url, name=f"node{i}") for i in range(2)]
+    for server in servers:
+        server.add_function(lambda name=server.name: name, "who")
+        server.serve()
+    try:
+        client = make_fanout_client(timeout=10)
+        with ThreadPoolExecutor(1) as executor:
+            gathered = executor.submit(lambda: client.gather(timeout=10, expect=2).who())
+            assert gevent_wait(gathered, 30) == {"node0": "node0", "node1": "node1"}
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_tuner_routes_the_calls_of_other_threads(make_server, make_client):
+    server = make_server()
+    server.add_function(lambda user, text: f"{user}: {text}", "show")
+    server.serve()
+    client = make_client(timeout=10)
+    client.create_new_request_queue("alice")
+    client.tune_function("show", lambda args, kwargs: args[0])
+    receiver = server.receive_from_queue("alice", max_calls=1, block=False)
+    with ThreadPoolExecutor(1) as executor:
+        assert gevent_wait(executor.submit(client.call.show, "alice", "hi"), 30) == "alice: hi"
+    assert receiver.wait(timeout=10) and receiver.calls == 1
