@@ -119,9 +119,14 @@ def _settle_from(settle: Settle, result: AsyncResult) -> None:
 
 
 def _make_twin(kind: type[Any], args: tuple[Any, ...], kwargs: dict[str, Any], tuners: dict[str, Any]) -> Any:
-    """A client like the one made with ``kind(*args, **kwargs)``, with a uuid (reply queue) of its own."""
-    args = (args[0], None, *args[2:]) if len(args) > 1 else args
-    twin = kind(*args, **{**kwargs, "uuid": None, "autostart": True})
+    """A client like the one made with ``kind(*args, **kwargs)``, started, with a uuid (reply queue) of its own."""
+    positional, options = list(args), dict(kwargs)
+    for index, name, value in ((1, "uuid", None), (4, "autostart", True)):  # AmqpRpcClient's positions
+        if len(positional) > index:
+            positional[index] = value
+        else:
+            options[name] = value
+    twin = kind(*positional, **options)
     twin._tuners = tuners  # the original's, tuned from any thread
     return twin
 

@@ -17,7 +17,7 @@ import pytest
 from amphora import AmqpRpcFanoutServer, NoResult, RemoteException
 from amphora.hub_thread import HubThread, get_ident, gevent_wait
 from amphora.metrics import Metrics
-from amphora.threaded import ThreadResult
+from amphora.threaded import ThreadResult, _make_twin
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -197,3 +197,18 @@ def test_a_tuner_routes_the_calls_of_other_threads(make_server, make_client):
     with ThreadPoolExecutor(1) as executor:
         assert gevent_wait(executor.submit(client.call.show, "alice", "hi"), 30) == "alice: hi"
     assert receiver.wait(timeout=10) and receiver.calls == 1
+
+
+def test_a_twin_gets_its_own_uuid_and_starts_however_the_client_was_made():
+    made: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    class Recorder:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append((args, kwargs))
+
+    _make_twin(Recorder, ("svc", "fixed-uuid", None, 5, False), {"url": "u"}, {})
+    _make_twin(Recorder, ("svc",), {"uuid": "fixed-uuid", "autostart": False}, {})
+    assert made == [
+        (("svc", None, None, 5, True), {"url": "u"}),
+        (("svc",), {"uuid": None, "autostart": True}),
+    ]
