@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -237,6 +238,11 @@ class HubThread:
                 exiting.running(cls._shared, thread=exiting.AT_EXIT)
             return cls._shared
 
+    @classmethod
+    def _forget_shared(cls) -> None:
+        """In a forked child: the parent's hub thread does not exist here; the next use starts another."""
+        cls._shared, cls._shared_lock = None, real_lock()
+
     @property
     def running(self) -> bool:
         return self._inbox is not None
@@ -321,3 +327,6 @@ def _complete(future: concurrent.futures.Future[Any], fn: Callable[..., Any], ar
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+os.register_at_fork(after_in_child=HubThread._forget_shared)

@@ -160,3 +160,21 @@ def test_an_asyncio_inbox_does_not_keep_its_loop_alive():
     del loop
     gc.collect()
     assert reference() is None
+
+
+FORK_SCRIPT = """
+import os
+from amphora.hub_thread import HubThread
+parent = HubThread.shared()
+assert parent.submit(lambda: 1).result(5) == 1
+pid = os.fork()
+if pid == 0:
+    child = HubThread.shared()
+    os._exit(0 if child is not parent and child.submit(lambda: 2).result(5) == 2 else 1)
+print("child exit status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_child_starts_a_hub_thread_of_its_own():
+    out = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "child exit status 0", out.stderr
