@@ -8,11 +8,12 @@ Crossing threads costs a wake-up: a write to the hub's eventfd (libev's async wa
 self-pipe (``call_soon_threadsafe``), and a GIL hand-over. Both inboxes batch: what is posted while a wake-up
 is pending rides on it, so a busy caller pays one wake-up per batch, not one per call.
 
-Why one hub thread, by measurement (2 shared cores): a hop there and back costs about 10 us from a thread and
-20 us from asyncio (p50, nothing else running in the process), against 0.6 to 1 ms for a call's broker round
-trip. With 100 in flight, batched hops run at about 190,000/s from asyncio; one ``call_soon_threadsafe`` per
-result, 56,000/s (from a thread, libev's async watcher coalesces wake-ups itself: about 190,000/s either
-way). ``bench.rpc`` W2 uses 35 to 50 calls per wake-up. The alternatives cost more: a second,
+Why one hub thread, by measurement (``python -m bench.hops``, 2 shared cores): a hop there and back costs
+about 10 us p50 from a thread, 13 us from uvloop and 19 to 29 us from asyncio's own loop, against 0.6 to 1 ms
+for a call's broker round trip. With 100 in flight, batched hops run at 190,000 to 270,000/s from asyncio,
+one ``call_soon_threadsafe`` per result at 56,000 to 170,000/s (1.6 to 3.4 times slower); from a thread it
+makes no difference, libev's async watcher coalescing wake-ups itself. ``bench.rpc`` W2 carries 35 to 50
+calls per wake-up. The alternatives cost more: a second,
 asyncio-native reliability core would be written twice; a gevent client per calling thread needs that thread
 to run gevent's hub, which a thread blocked in a lock does not do, and a client (two connections, a reply
 queue) per thread.
