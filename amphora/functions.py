@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import inspect
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 
 import gevent
 
+from . import coroutines
 from .amqp.properties import encode_table
 from .protocol import RESERVED_HEADER_PREFIXES
 
@@ -50,6 +53,7 @@ class Function:
     func: Callable[..., Any]
     time_limit: float | None = None
     context: bool = False
+    coroutine: bool = False  # an ``async def`` function, run on an event loop (amphora.coroutines)
 
 
 class TimeLimitExceeded(Exception):
@@ -72,7 +76,8 @@ class FunctionRegistry:
             return lambda f: self.add(f, label, time_limit=time_limit, context=context)
         if not callable(func):
             raise TypeError(f"add_function needs a callable, got {func!r}")
-        self._functions[name or func.__name__] = Function(func, time_limit, context)
+        coroutine = inspect.iscoroutinefunction(func)
+        self._functions[name or func.__name__] = Function(func, time_limit, context, coroutine)
         return func
 
     def get(self, name: str) -> Function | None:
@@ -91,21 +96,23 @@ def invoke(
     context: RequestContext | None,
     threads: bool,
     time_limit: float | None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Any:
-    """Run a handler (in gevent's thread pool with ``threads``) within its time limit, else the given one.
+    """Run a handler (in gevent's thread pool with ``threads``; a coroutine function on ``loop``, else on
+    amphora's own) within its time limit, else the given one.
 
-    Raises TimeLimitExceeded when the limit passes first. A greenlet handler is interrupted there; a
-    thread cannot be: it runs on, and its result is dropped.
+    Raises TimeLimitExceeded when the limit passes first. A greenlet handler is interrupted there, a
+    coroutine's task is cancelled; a thread cannot be: it runs on, and its result is dropped.
     """
     if context is not None:
         args = [context, *args]
     limit = function.time_limit if function.time_limit is not None else time_limit
     if limit is None:
-        return _call(function.func, args, kwargs, threads)
+        return _call(function, args, kwargs, threads, loop)
     timer = gevent.Timeout(limit)
     timer.start()
     try:
-        return _call(function.func, args, kwargs, threads)
+        return _call(function, args, kwargs, threads, loop)
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
@@ -114,7 +121,15 @@ def invoke(
         timer.close()
 
 
-def _call(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], threads: bool) -> Any:
+def _call(
+    function: Function,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    threads: bool,
+    loop: asyncio.AbstractEventLoop | None,
+) -> Any:
+    if function.coroutine:
+        return coroutines.run(function.func, args, kwargs, loop)
     if threads:
-        return gevent.get_hub().threadpool.apply(func, args, kwargs)
-    return func(*args, **kwargs)
+        return gevent.get_hub().threadpool.apply(function.func, args, kwargs)
+    return function.func(*args, **kwargs)

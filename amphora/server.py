@@ -8,6 +8,7 @@ ids answers such a redelivered request again without running the function twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -81,6 +82,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     fanout = False
     """Whether every server gets every request (:class:`~amphora.fanout.AmqpRpcFanoutServer`)."""
+    coroutine_loop: asyncio.AbstractEventLoop | None = None
+    """The event loop running the ``async def`` handlers: the application's while it hosts the server
+    (:func:`amphora.aio_server.serve`), else None for amphora's own (:mod:`amphora.coroutines`)."""
 
     def __init__(
         self,
@@ -427,7 +431,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         failure: BaseException | None = None
         started = time.monotonic()
         try:
-            result = invoke(function, args, kwargs, context, self.threads, self.time_limit)
+            result = invoke(function, args, kwargs, context, self.threads, self.time_limit, self.coroutine_loop)
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._running.pop(request_id, None)

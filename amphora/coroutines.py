@@ -1,0 +1,132 @@
+"""Coroutine handlers: a server's ``async def`` functions, run on an asyncio event loop.
+
+A request is handled in a worker greenlet, whatever its handler. For a coroutine handler that greenlet
+hands the coroutine to an event loop in another OS thread and waits for its outcome without blocking its
+hub: the loop's done-callback wakes the greenlet's hub with ``loop.run_callback_threadsafe`` (libev's
+async watcher: wake-ups sent while one is pending cost no system call). Coroutines cross to the loop in
+batches (:class:`~amphora.hub_thread.AsyncioInbox`): one ``call_soon_threadsafe`` per batch, not per request.
+
+The loop is the application's when it hosts the server (:func:`amphora.aio_server.serve`), else one that
+amphora runs for the whole process in a daemon thread of its own, started at the first coroutine handler.
+The worker is held until the coroutine ends, so a server's ``concurrency`` bounds coroutine handlers too,
+and a graceful stop waits for them. When the time limit passes, or the worker is killed, the task is
+cancelled; the worker does not wait for the cancellation to land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.monkey import get_original, is_module_patched
+
+from .hub_thread import AsyncioInbox, real_lock
+
+log = logging.getLogger(__name__)
+
+
+class CoroutineRun:
+    """One coroutine handler's run: its task on the loop, its outcome for the greenlet waiting in a hub."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self._coroutine = coroutine
+        self._hub_loop = gevent.get_hub().loop  # the waiting greenlet's, woken from the loop's thread
+        self._outcome = AsyncResult()  # set in the hub's own thread only
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled = False
+
+    def begin(self) -> None:
+        """Start the task (in the loop's thread), unless cancelled first."""
+        if self._cancelled:
+            self._coroutine.close()
+            return
+        self._task = asyncio.ensure_future(self._coroutine)
+        self._task.add_done_callback(self._finished)
+
+    def cancel(self) -> None:
+        """Cancel the task (in the loop's thread), or, not begun yet, never begin it."""
+        if self._task is None:
+            self._cancelled = True
+        else:
+            self._task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return bool(self._outcome.ready())
+
+    def result(self) -> Any:
+        """The coroutine's result (in the greenlet that started it); raises what it raised."""
+        return self._outcome.get()
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            outcome: tuple[Any, BaseException | None] = (None, asyncio.CancelledError())
+        else:
+            error = task.exception()
+            outcome = (None, error) if error is not None else (task.result(), None)
+        try:
+            self._hub_loop.run_callback_threadsafe(self._deliver, *outcome)
+        except Exception:  # the hub was destroyed: nobody waits any more
+            log.debug("coroutine handler ended after its hub", exc_info=True)
+
+    def _deliver(self, value: Any, error: BaseException | None) -> None:
+        if error is None:
+            self._outcome.set(value)
+        else:
+            self._outcome.set_exception(error)
+
+
+_process_loop: asyncio.AbstractEventLoop | None = None
+_process_loop_lock = real_lock()
+
+
+def _forget_in_child() -> None:
+    """A forked child has no loop thread: it starts its own when it needs one."""
+    global _process_loop
+    _process_loop = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def process_loop() -> asyncio.AbstractEventLoop:
+    """The event loop amphora runs coroutine handlers on when no application loop hosts the server: started
+    at the first call, in a daemon OS thread (a real one, also in a monkey-patched process)."""
+    global _process_loop
+    with _process_loop_lock:
+        if _process_loop is None:
+            if is_module_patched("selectors"):  # the loop's thread has no hub to wait in: block in the kernel
+                selector = get_original("selectors", "DefaultSelector")()
+                _process_loop = asyncio.SelectorEventLoop(selector)
+            else:
+                _process_loop = asyncio.new_event_loop()
+            thread_class = get_original("threading", "Thread")
+            thread_class(target=_process_loop.run_forever, name="amphora-coroutines", daemon=True).start()
+        return _process_loop
+
+
+def run(
+    func: Callable[..., Coroutine[Any, Any, Any]],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    loop: asyncio.AbstractEventLoop | None,
+) -> Any:
+    """Run the coroutine function ``func`` on ``loop`` (None: :func:`process_loop`) and wait for its result
+    in this greenlet; its task is cancelled if the greenlet is interrupted (a time limit, a kill)."""
+    target = loop or process_loop()
+    if target.is_closed():
+        raise RuntimeError("the event loop of coroutine handlers is closed")
+    coroutine_run = CoroutineRun(func(*args, **kwargs))
+    inbox = AsyncioInbox.of(target)
+    inbox.post(coroutine_run.begin)
+    try:
+        return coroutine_run.result()
+    except BaseException:
+        if not coroutine_run.done:
+            inbox.post(coroutine_run.cancel)
+        raise

@@ -1,0 +1,184 @@
+"""``async def`` handlers, called by a gevent client, on a server hosted by gevent (the handlers run on
+amphora's own event loop) and on one hosted by an asyncio application (they run on its loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import pytest
+
+from amphora import AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio_server
+from helpers import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class AppLoop:
+    """An asyncio application's event loop, in a thread of its own, hosting servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = gevent.get_hub().threadpool.spawn(self.loop.run_forever)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def host(self, server: aio_server.AmqpRpcServer) -> Callable[[], None]:
+        """Serve ``server`` from the application's loop (``await server.serve()``) once it consumes;
+        returns a function that cancels that task (which stops the server gracefully) and waits for it."""
+        task = wait_for(asyncio.run_coroutine_threadsafe(self._start(server), self.loop))
+        self._tasks.append(task)
+        return lambda: self._cancel(task)
+
+    async def _start(self, server: aio_server.AmqpRpcServer) -> asyncio.Task[None]:
+        ready = asyncio.Event()
+        task = asyncio.ensure_future(server.serve(on_ready=ready.set))
+        await ready.wait()  # as a gevent server's serve() returns once it consumes
+        return task
+
+    def _cancel(self, task: asyncio.Task[None]) -> None:
+        self.loop.call_soon_threadsafe(task.cancel)
+        wait_for(asyncio.run_coroutine_threadsafe(asyncio.wait([task]), self.loop))
+
+    def close(self) -> None:
+        for task in self._tasks:
+            self._cancel(task)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.get()
+        self.loop.close()
+
+
+def wait_for(future: Any) -> Any:
+    """The result of a concurrent.futures.Future, waited for without blocking the gevent hub."""
+    return gevent.get_hub().threadpool.apply(future.result, (30,))
+
+
+class Hosting:
+    """Makes servers and serves them, under gevent (``serve()``) or from an asyncio application's loop."""
+
+    def __init__(self, kind: str, make_server: Callable[..., AmqpRpcServer], service: str, url: str) -> None:
+        self._app = AppLoop() if kind == "asyncio" else None
+        self._make_server = make_server
+        self._service = service
+        self._url = url
+
+    def make(self, **options: Any) -> Any:
+        """A server of the test's service: an amphora.AmqpRpcServer, or an aio_server.AmqpRpcServer."""
+        if self._app is None:
+            return self._make_server(**options)
+        return aio_server.AmqpRpcServer(self._service, url=self._url, **options)
+
+    def start(self, server: Any) -> Callable[[], None]:
+        """Serve ``server``; returns a function that stops it gracefully and waits until it stopped."""
+        if self._app is None:
+            server.serve()
+            return server.stop
+        return self._app.host(server)
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+@pytest.fixture(params=["gevent", "asyncio"])
+def hosting(request: pytest.FixtureRequest, make_server, service, amqp_url) -> Iterator[Hosting]:
+    hosting = Hosting(request.param, make_server, service, amqp_url)
+    yield hosting
+    hosting.close()
+
+
+def test_results_and_exceptions_of_async_handlers(make_client, hosting):
+    server = hosting.make()
+
+    @server.add_function
+    async def add(x: int, y: int) -> int:
+        await asyncio.sleep(0.001)
+        return x + y
+
+    @server.add_function
+    async def fail(reason: str) -> None:
+        await asyncio.sleep(0)
+        raise ValueError(reason)
+
+    @server.add_function
+    def plain(x: int) -> int:
+        return -x
+
+    hosting.start(server)
+    client = make_client()
+    assert client.call.add(2, 3) == 5
+    assert [p.get(timeout=10) for p in [client.defer.add(n, n) for n in range(50)]] == [2 * n for n in range(50)]
+    assert client.call.plain(4) == -4
+    with pytest.raises(RemoteException) as raised:
+        client.call.fail("no")
+    assert raised.value.error_type == "ValueError" and raised.value.args == ("no",)
+
+
+def test_an_async_handler_over_its_time_limit_is_cancelled(make_client, hosting):
+    server = hosting.make()
+    cancelled: list[str] = []
+
+    @server.add_function(time_limit=0.3)
+    async def slow(label: str) -> None:
+        try:
+            await asyncio.sleep(20)
+        except asyncio.CancelledError:
+            cancelled.append(label)
+            raise
+
+    hosting.start(server)
+    client = make_client()
+    with pytest.raises(HandlerTimeout):
+        client.call(timeout=10).slow("a")
+    wait_until(lambda: cancelled == ["a"])
+
+
+def test_an_async_handler_gets_the_request_context(make_client, hosting):
+    server = hosting.make(settings={"unit": "cm"})
+
+    @server.add_function(context=True)
+    async def describe(context: RequestContext, x: int) -> list[Any]:
+        context.reply_headers["x-seen"] = x
+        return [context.function, context.headers.get("x-tenant"), context.server.settings["unit"], x]
+
+    hosting.start(server)
+    client = make_client()
+    assert client.call(headers={"x-tenant": "t1"}).describe(7) == ["describe", "t1", "cm", 7]
+
+
+def test_concurrency_bounds_async_handlers(make_client, hosting):
+    server = hosting.make(concurrency=3)
+    running = [0, 0]  # now, most at once; only touched on the handlers' loop
+
+    @server.add_function
+    async def busy(n: int) -> int:
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        await asyncio.sleep(0.1)
+        running[0] -= 1
+        return n
+
+    hosting.start(server)
+    client = make_client()
+    assert [p.get(timeout=20) for p in [client.defer.busy(n) for n in range(12)]] == list(range(12))
+    assert running[1] == 3
+
+
+def test_a_graceful_stop_waits_for_running_async_handlers_and_sends_their_replies(make_client, hosting):
+    server = hosting.make()
+    started: list[int] = []
+
+    @server.add_function
+    async def work(n: int) -> int:
+        started.append(n)
+        await asyncio.sleep(0.5)
+        return n * 10
+
+    stop = hosting.start(server)
+    client = make_client()
+    pending = [client.defer.work(n) for n in range(5)]
+    wait_until(lambda: len(started) == 5)
+    stop()
+    assert not server.serving
+    assert [p.get(timeout=10) for p in pending] == [0, 10, 20, 30, 40]
