@@ -4,13 +4,14 @@ amphora's own event loop) and on one hosted by an asyncio application (they run 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
 import pytest
 
-from amphora import AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio_server
+from amphora import AmqpRpcClient, AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio_server
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,3 +183,31 @@ def test_a_graceful_stop_waits_for_running_async_handlers_and_sends_their_replie
     stop()
     assert not server.serving
     assert [p.get(timeout=10) for p in pending] == [0, 10, 20, 30, 40]
+
+
+@pytest.mark.timeout(240)
+def test_broker_killed_during_calls_to_an_asyncio_hosted_server_loses_none(private_rabbit_node, service):
+    url = private_rabbit_node.url
+    app = AppLoop()
+    server = aio_server.AmqpRpcServer(service, url=url)
+    ran: collections.Counter[int] = collections.Counter()
+
+    @server.add_function
+    async def add(x: int, y: int) -> int:
+        ran[x] += 1
+        await asyncio.sleep(0.001)
+        return x + y
+
+    app.host(server)
+    client = AmqpRpcClient(service, url=url, timeout=120)
+    n = 2000
+    pending = [client.defer.add(i, i) for i in range(n)]
+    wait_until(lambda: len(ran) >= 200, timeout=60)  # kill it mid-stream
+    private_rabbit_node.kill()
+    assert len(ran) < n
+    gevent.sleep(3)  # the broker stays down for three seconds
+    private_rabbit_node.start()
+    assert [p.get(timeout=150) for p in pending] == [2 * i for i in range(n)]
+    assert set(ran) == set(range(n))  # at least once each; redeliveries may repeat
+    client.stop()
+    app.close()
