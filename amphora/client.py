@@ -59,6 +59,7 @@ from .protocol import (
 )
 from .pubsub import PubSub
 from .request_queues import KnownQueues, RequestQueues
+from .threaded import AnyThread
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Caller:
         return Caller(self._invoke, self._allowed, name, {**self._options, **kwargs})
 
 
-class AmqpRpcClient(PubSub, RequestQueues):
+class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
     """Calls the functions of ``service_name``; see the API documentation for every option."""
 
     fanout = False
@@ -198,9 +199,9 @@ class AmqpRpcClient(PubSub, RequestQueues):
         self._consumer.on_connected(self._check_reply_queue)
         self._publisher.on_connected(self._wait_for_reply_queue)
         self._consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
-        self.call = Caller(self._call, CALL_OPTIONS)
-        self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
-        self.cast = Caller(self._cast, CALL_OPTIONS)
+        self.call = Caller(self._any_thread("call", self._call), CALL_OPTIONS)
+        self.defer = Caller(self._any_thread("defer", self._defer), CALL_OPTIONS | {"wait_publish"})
+        self.cast = Caller(self._any_thread("cast", self._cast), CALL_OPTIONS)
         if autostart:
             self.serve()
 
@@ -222,6 +223,7 @@ class AmqpRpcClient(PubSub, RequestQueues):
         """Disconnect. Unconfirmed requests stay in the outbox until :meth:`serve`; pending calls keep
         their timeouts."""
         exiting.stopped(self)
+        self._stop_twin()
         self.stop_publisher()
         self.stop_consumer()
         self._stopped.set()

@@ -71,20 +71,23 @@ class AmqpRpcFanoutClient(AmqpRpcClient):
 
     def __init__(self, service_name: str, *args: Any, **options: Any) -> None:
         super().__init__(service_name, *args, **options)
-        self.gather = Caller(self._gather, frozenset({"timeout", "expect"}))
+        self.gather = Caller(self._any_thread("gather", self._gather), frozenset({"timeout", "expect"}))
 
-    def _gather(
+    def _gather(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> dict[str, Any]:
+        return self._defer_gather(func_name, args, kwargs, **options).get()
+
+    def _defer_gather(
         self,
         func_name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None = None,
         expect: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> AsyncResult:
+        """Broadcast a request; the AsyncResult gets ``{server name: result or exception}``."""
         timeout = self.timeout if timeout is None else timeout
         if not timeout:
             raise ValueError("gather needs a timeout: it waits for replies until then")
-        result: AsyncResult = self._request(
+        return self._request(
             func_name, args, kwargs, timeout=timeout, make_pending=lambda f, t: PendingGather(f, t, expect)
         )
-        return result.get()

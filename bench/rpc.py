@@ -1,14 +1,16 @@
 """Benchmark of amphora's RPC (AmqpRpcClient and AmqpRpcServer) against a bare pamqp request/reply.
 
     python -m bench.rpc [--quick] [--runs N] [--url URL] [--json FILE] [--modes transient,reliable]
-                        [--workloads W1,W2,W3,M-inflight,M-long] [--memory-calls N]
+                        [--workloads W1,W2,W3,M-inflight,M-long] [--memory-calls N] [--clients aio,thread]
 
 Starts a private RabbitMQ node (``amphora.testing.RabbitNode``) unless ``--url`` is given. The amphora
 server runs in its own process (``bench/rpc_server.py``), the client in this one; the yardstick is the bare
 pamqp client of ``bench/clients/raw_pamqp.py`` against its echo process (``bench/echo.py``), in the same
 run, and beside it ``raw-protocol``, the same client doing what amphora's protocol asks of the broker
 (``bench/clients/raw_protocol.py``). Prints the medians, the ratios to raw with the targets, and each mode's
-ratios to raw-protocol. See ``bench/README.md``.
+ratios to raw-protocol. ``--clients aio,thread`` adds, for each mode, the columns of the asyncio client and
+of the gevent client called from another OS thread (``bench/runtimes.py``), compared with the gevent client.
+See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import random
 import statistics
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from time import perf_counter, process_time
 from typing import Any
@@ -38,7 +40,7 @@ from gevent.lock import Semaphore
 from amphora import AmqpRpcClient, amqp
 from amphora.amqp.errors import AMQPError
 from amphora.topology import ServiceTopology
-from bench import clients, driver
+from bench import clients, driver, runtimes
 from bench.common import add_run_options, broker, environment, medians, number, render
 from bench.rpc_server import MODES
 
@@ -150,6 +152,8 @@ class Side:
     name: str
     client: Any
     process: subprocess.Popen | None = None
+    runner: runtimes.Runner | None = None
+    """Runs the timed workloads instead of ``client``, for an ``aio`` or ``thread`` column."""
 
     def server_cpu(self) -> float:
         return cpu_seconds(self.process.pid) if self.process is not None else 0.0
@@ -185,6 +189,14 @@ def amphora_side(url: str, mode: str, service: str, with_server: bool = True, **
             side.process = start_server(url, service, mode)
         side.client = AmqpRpcClient(service, url=url, persistent=MODES[mode], **options)
         cleanup.callback(side.client.stop)
+        yield side
+
+
+@contextlib.contextmanager
+def runtime_side(url: str, mode: str, kind: str, service: str) -> Iterator[Side]:
+    """The column ``MODE-KIND`` (:mod:`bench.runtimes`): its server process, and a runner of that client."""
+    with amphora_side(url, mode, service) as side, runtimes.runner(kind, service, url, MODES[mode]) as runner:
+        side.name, side.runner = runtimes.column(mode, kind), runner
         yield side
 
 
@@ -322,11 +334,13 @@ def timed(side: Side, workload: str, sizes: Sizes, broker_pid: int | None) -> di
         metrics["calls/s"], metrics["cpu us/call"] = found["rounds/s"], found["cpu us/round"]
     elif workload == "W1":
         total = sizes.seq_calls + sizes.seq_warmup
-        metrics = sequential(side, sizes.seq_calls, sizes.seq_warmup)
+        if side.runner is not None:
+            metrics = side.runner.sequential(sizes.seq_calls, sizes.seq_warmup)
+        else:
+            metrics = sequential(side, sizes.seq_calls, sizes.seq_warmup)
     elif workload == "W2":
         total = sizes.pipelined_calls + sizes.pipelined_warmup
-        metrics = pipelined(
-            side.client,
+        metrics = _pipelined_of(side)(
             "add",
             lambda i: (i, i),
             lambda i: 2 * i,
@@ -336,8 +350,7 @@ def timed(side: Side, workload: str, sizes: Sizes, broker_pid: int | None) -> di
         )
     else:
         total = sizes.payload_calls + sizes.payload_warmup
-        metrics = pipelined(
-            side.client,
+        metrics = _pipelined_of(side)(
             "echo",
             lambda i: (payload,),
             lambda i: payload,
@@ -352,6 +365,10 @@ def timed(side: Side, workload: str, sizes: Sizes, broker_pid: int | None) -> di
         calls_per_second = metrics.pop("calls/s")
         metrics = {"MB/s": calls_per_second * sizes.payload_bytes / 1e6, **metrics}
     return metrics
+
+
+def _pipelined_of(side: Side) -> Callable[..., dict[str, float]]:
+    return side.runner.pipelined if side.runner is not None else partial(pipelined, side.client)
 
 
 def in_flight(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
@@ -427,19 +444,26 @@ def long_run(url: str, mode: str, sizes: Sizes) -> dict[str, float]:
 # --- running and reporting -------------------------------------------------------------------------
 
 
-def run(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes) -> tuple[dict, list[str]]:
-    """results[column][workload] = [metrics of each run] (columns: the yardsticks and the modes), and the errors.
+def columns_of(modes: list[str], kinds: Sequence[str]) -> list[str]:
+    """The yardsticks, the modes (the gevent client) and each mode's column of each other client kind."""
+    return [*YARDSTICKS, *modes, *(runtimes.column(mode, kind) for mode in modes for kind in kinds)]
+
+
+def run(
+    url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes, kinds: list[str]
+) -> tuple[dict, list[str]]:
+    """results[column][workload] = [metrics of each run] (columns: :func:`columns_of`), and the errors.
 
     A failure ends the timed runs (W1-W3) but keeps what they measured; a failed memory workload is
-    reported and the next one runs.
+    reported and the next one runs (the gevent client's only).
     """
-    columns = [*YARDSTICKS, *modes]
+    columns = columns_of(modes, kinds)
     results: dict[str, dict[str, list[dict[str, float]]]] = {c: {w: [] for w in workloads} for c in columns}
     errors: list[str] = []
     timed_workloads = [w for w in workloads if w in TIMED]
     if timed_workloads:
         try:
-            _run_timed(url, modes, timed_workloads, runs, sizes, results)
+            _run_timed(url, modes, timed_workloads, runs, sizes, results, kinds)
         except Exception as exc:  # noqa: BLE001 -- whatever failed, keep and print what was measured
             errors.append(_report_failure("the timed runs", exc))
     for workload in (w for w in workloads if w in MEMORY):
@@ -456,12 +480,17 @@ def run(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Size
     return results, errors
 
 
-def _run_timed(url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes, results: dict) -> None:
-    columns = [*YARDSTICKS, *modes]
+def _run_timed(
+    url: str, modes: list[str], workloads: list[str], runs: int, sizes: Sizes, results: dict, kinds: list[str]
+) -> None:
+    columns = columns_of(modes, kinds)
     with contextlib.ExitStack() as stack:
         sides = {name: stack.enter_context(yardstick_side(url, name)) for name in YARDSTICKS}
         for mode in modes:
             sides[mode] = stack.enter_context(amphora_side(url, mode, f"bench_rpc_{mode}_{os.getpid()}"))
+            for kind in kinds:
+                service = f"bench_rpc_{mode}_{kind}_{os.getpid()}"
+                sides[runtimes.column(mode, kind)] = stack.enter_context(runtime_side(url, mode, kind, service))
         broker_pid = listening_pid(url)
         print(f"warming up (broker pid {broker_pid})...", file=sys.stderr, flush=True)
         for side in sides.values():  # an untimed pass: broker queues, caches, allocators
@@ -489,13 +518,23 @@ def _progress(when: str, column: str, workload: str, metrics: dict[str, float]) 
     print(f"{when}  {column:9} {workload:10} {shown}", file=sys.stderr, flush=True)
 
 
-def ratio_pairs(modes: list[str]) -> list[tuple[str, str]]:
+def ratio_pairs(modes: list[str], kinds: Sequence[str] = ()) -> list[tuple[str, str]]:
     """The (numerator, denominator) columns of the ratios: the floor and each mode to raw (the targets are on
-    mode/raw), then each mode to the floor (what the library costs beyond the protocol)."""
-    return [(FLOOR, RAW), *((mode, RAW) for mode in modes), *((mode, FLOOR) for mode in modes)]
+    mode/raw), then each mode to the floor (what the library costs beyond the protocol), then each other
+    client's column to its mode's gevent client."""
+    others = [(runtimes.column(mode, kind), mode) for mode in modes for kind in kinds]
+    return [(FLOOR, RAW), *((mode, RAW) for mode in modes), *((mode, FLOOR) for mode in modes), *others]
 
 
-def summarize(results: dict, modes: list[str], sizes: Sizes) -> tuple[dict, dict, dict]:
+def target_of(top: str, bottom: str, workload: str, metric: str) -> tuple[str, float] | None:
+    """The target of the ratio top/bottom for that metric, if any."""
+    if bottom == RAW:
+        return TARGETS.get((top, workload, metric))
+    mode, kind = runtimes.split_column(top)
+    return runtimes.TARGETS.get((kind, workload, metric)) if kind is not None and bottom == mode else None
+
+
+def summarize(results: dict, modes: list[str], sizes: Sizes, kinds: Sequence[str] = ()) -> tuple[dict, dict, dict]:
     """Medians, the ratios of :func:`ratio_pairs` of every median, and the verdict on every target."""
     found = medians(results)
     ratios = {
@@ -508,16 +547,19 @@ def summarize(results: dict, modes: list[str], sizes: Sizes) -> tuple[dict, dict
             for workload, metrics in found[top].items()
             if workload in found[bottom]
         }
-        for top, bottom in ratio_pairs(modes)
+        for top, bottom in ratio_pairs(modes, kinds)
     }
     verdicts = {}
-    for (mode, workload, metric), (sense, limit) in TARGETS.items():
-        ratio = ratios.get(f"{mode}/{RAW}", {}).get(workload, {}).get(metric)
-        if ratio is not None:
-            verdicts[f"{mode} {workload} {metric} {sense} {limit}x raw"] = {
-                "value": ratio,
-                "met": _met(ratio, sense, limit),
-            }
+    for top, bottom in ratio_pairs(modes, kinds):
+        for workload, metrics in ratios[f"{top}/{bottom}"].items():
+            for metric, ratio in metrics.items():
+                target = target_of(top, bottom, workload, metric)
+                if target is not None:
+                    sense, limit = target
+                    verdicts[f"{top} {workload} {metric} {sense} {limit}x {bottom}"] = {
+                        "value": ratio,
+                        "met": _met(ratio, sense, limit),
+                    }
     for mode in modes:
         value = found[mode].get("M-inflight", {}).get(IN_FLIGHT_METRIC)
         if value is not None and sizes.in_flight_calls >= IN_FLIGHT_TARGET_CALLS:
@@ -532,8 +574,10 @@ def _met(value: float, sense: str, limit: float) -> bool:
     return value >= limit if sense == ">=" else value <= limit
 
 
-def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], sizes: Sizes) -> str:
-    columns = [*YARDSTICKS, *modes]
+def table(
+    found: dict, ratios: dict, modes: list[str], workloads: list[str], sizes: Sizes, kinds: Sequence[str] = ()
+) -> str:
+    columns = columns_of(modes, kinds)
     header = ["workload", "metric", *columns, *ratios]
     rows = []
     for workload in workloads:
@@ -544,10 +588,10 @@ def table(found: dict, ratios: dict, modes: list[str], workloads: list[str], siz
             cells = [
                 number(found[c][workload][metric]) if metric in found[c].get(workload, {}) else "-" for c in columns
             ]
-            for (top, bottom), ratio in zip(ratio_pairs(modes), ratios.values(), strict=True):
+            for (top, bottom), ratio in zip(ratio_pairs(modes, kinds), ratios.values(), strict=True):
                 value = ratio.get(workload, {}).get(metric)
                 cell = "" if value is None else f"{value:.2f}"
-                target = TARGETS.get((top, workload, metric)) if bottom == RAW else None
+                target = target_of(top, bottom, workload, metric)
                 if target is not None and value is not None:
                     sense, limit = target
                     cell += f" [{sense}{limit:.2f} {'met' if _met(value, sense, limit) else 'MISSED'}]"
@@ -570,12 +614,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rpc", description=__doc__.split("\n")[0])
     add_run_options(parser, "runs of W1-W3 (default 5, or 1 with --quick); M-* run once")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated (default: all)")
+    parser.add_argument(
+        "--clients", default="", help=f"other clients to time beside the gevent one: {','.join(runtimes.CLIENTS)}"
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated (default: all)")
     parser.add_argument(
         "--memory-calls", type=int, metavar="N", help="calls of M-long (default 200,000, or 20,000 with --quick)"
     )
     args = parser.parse_args(argv)
     modes, workloads = args.modes.split(","), args.workloads.split(",")
+    kinds = [kind for kind in args.clients.split(",") if kind]
+    for kind in kinds:
+        if kind not in runtimes.CLIENTS:
+            parser.error(f"unknown client {kind!r}: choose from {', '.join(runtimes.CLIENTS)}")
     for mode in modes:
         if mode not in MODES:
             parser.error(f"unknown mode {mode!r}: choose from {', '.join(MODES)}")
@@ -590,11 +641,11 @@ def main(argv: list[str] | None = None) -> None:
 
     load_before = os.getloadavg()[0]
     with broker(args.url) as url:
-        results, errors = run(url, modes, workloads, runs, sizes)
-    found, ratios, verdicts = summarize(results, modes, sizes)
+        results, errors = run(url, modes, workloads, runs, sizes, kinds)
+    found, ratios, verdicts = summarize(results, modes, sizes, kinds)
     env = {**environment(), "load average (1 min) before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"}
     print(f"\nmedians of {runs} run(s) (M-* once); " + ", ".join(f"{k} {v}" for k, v in env.items()))
-    print(table(found, ratios, modes, workloads, sizes))
+    print(table(found, ratios, modes, workloads, sizes, kinds))
     print("ratios: above 1 is better for calls/s and MB/s, below 1 for us (latency, CPU); the targets are on x/raw")
     missed = [name for name, verdict in verdicts.items() if not verdict["met"]]
     print(

@@ -1,0 +1,157 @@
+"""amphora for asyncio: ``await client.call.fn(...)``, with every guarantee of the gevent client.
+
+:class:`AmqpRpcClient` takes the arguments of :class:`amphora.AmqpRpcClient` and makes one of those, in the
+process's :class:`~amphora.hub_thread.HubThread`: the outbox, pending calls, deadlines and reconnects are
+that client's, not a second implementation. A call is posted to the hub thread (batched: one wake-up for
+all posted before it runs), starts there as a ``defer`` would, and its outcome is posted back to the
+calling loop (batched too, one ``call_soon_threadsafe`` per batch), where it completes an asyncio future.
+Any asyncio loop works (uvloop too), from any thread, several at once.
+
+Cancelling a task that awaits a call cancels only the waiting: the request was already handed to the
+outbox, it is published and may run on a server; its reply is dropped when it comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any, Self
+
+from . import client as gevent_client
+from . import fanout as gevent_fanout
+from .client import CALL_OPTIONS, Caller, Tuner
+from .hub_thread import AsyncioInbox, HubThread
+from .threaded import Settle, relay
+
+__all__ = ["AmqpRpcClient", "AmqpRpcFanoutClient", "parallel"]
+
+
+class AmqpRpcClient:
+    """Calls the functions of ``service_name`` from asyncio; the arguments of :class:`amphora.AmqpRpcClient`.
+
+    ``await client.call.fn(...)`` gives the result; ``client.defer.fn(...)`` starts the call and returns an
+    asyncio future of it; ``client.cast.fn(...)`` returns a future set once the broker has the request.
+    The client is made in the background: an error that reconnecting cannot fix (a wrong password) fails
+    the first call, or ``async with``. Stop it with ``await client.close()`` (or ``async with``).
+    """
+
+    _gevent_class: type[gevent_client.AmqpRpcClient] = gevent_client.AmqpRpcClient
+
+    def __init__(self, service_name: str, *args: Any, **options: Any) -> None:
+        self.service_name = service_name
+        self._hub = HubThread.shared()
+        self._tuners: dict[str, Tuner] = {}
+        self._client: gevent_client.AmqpRpcClient | None = None
+        self._error: BaseException | None = None
+        self._hub.post(self._make, args, options)  # the calls posted after it wait for it
+        self.call = Caller(self._call, CALL_OPTIONS)
+        self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
+        self.cast = Caller(self._cast, CALL_OPTIONS)
+
+    tune_function = gevent_client.AmqpRpcClient.tune_function
+    """Set how the routing key of calls to a function is chosen from their arguments (as in the gevent
+    client; the tuner runs in the hub thread)."""
+
+    def _make(self, args: tuple[Any, ...], options: dict[str, Any]) -> None:
+        """In the hub thread: make the gevent client."""
+        try:
+            self._client = self._gevent_class(self.service_name, *args, **options)
+        except BaseException as exc:
+            self._error = exc
+        else:
+            self._client._tuners = self._tuners
+
+    @property
+    def uuid(self) -> str | None:
+        """The uuid (reply queue) of the underlying client, once it is made."""
+        return None if self._client is None else self._client.uuid
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    async def _call(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Any:
+        return await self._start("call", func_name, args, kwargs, options)
+
+    def _defer(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Any:
+        return self._start("defer", func_name, args, kwargs, options)
+
+    def _cast(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Any:
+        return self._start("cast", func_name, args, kwargs, options)
+
+    def _start(
+        self, kind: str, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Post a call to the hub thread; the future (of the running loop) gets its outcome."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        settle = functools.partial(AsyncioInbox.of(loop).settle, future)
+        self._hub.post(self._relay, kind, func_name, args, kwargs, options, settle)
+        return future
+
+    def _relay(
+        self, kind: str, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any],
+        settle: Settle,
+    ) -> None:  # fmt: skip
+        if self._client is None:
+            settle(None, self._error or RuntimeError("the client is closed"))
+        else:
+            relay(self._client, kind, func_name, args, kwargs, options, settle)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def _made(self) -> None:
+        """Wait until the underlying client is made; raise what made it fail."""
+        future = asyncio.get_running_loop().create_future()
+        settle = functools.partial(AsyncioInbox.of(asyncio.get_running_loop()).settle, future)
+        self._hub.post(lambda: settle(None, self._error))
+        await future
+
+    async def close(self) -> None:
+        """Disconnect (as the gevent client's ``stop``): requests still unconfirmed are dropped, calls still
+        waiting fail when their time is up."""
+        future = self._hub.submit(self._stop)
+        await asyncio.wrap_future(future)
+
+    def _stop(self) -> None:
+        made, self._client = self._client, None
+        if made is not None:
+            made.stop()
+
+    async def __aenter__(self) -> Self:
+        await self._made()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class AmqpRpcFanoutClient(AmqpRpcClient):
+    """Broadcasts to every fanout server of the service (see :class:`amphora.AmqpRpcFanoutClient`);
+    ``await client.gather.fn(..., timeout=None, expect=None)`` gives ``{server name: result or exception}``."""
+
+    _gevent_class = gevent_fanout.AmqpRpcFanoutClient
+
+    def __init__(self, service_name: str, *args: Any, **options: Any) -> None:
+        super().__init__(service_name, *args, **options)
+        self.gather = Caller(self._gather, frozenset({"timeout", "expect"}))
+
+    async def _gather(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any) -> Any:
+        return await self._start("gather", func_name, args, kwargs, options)
+
+
+async def parallel(*calls: Awaitable[Any], timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+    """The results of ``calls`` (futures from ``client.defer``, or coroutines from ``client.call``), in
+    the order given, once all ended, as :func:`amphora.parallel` gives them.
+
+    Without ``return_exceptions`` the first failure in order is raised, after every call has ended.
+    ``timeout`` bounds the whole wait (TimeoutError; the calls still waiting are cancelled).
+    """
+    outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout)
+    if not return_exceptions:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return outcomes
