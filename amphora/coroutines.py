@@ -83,6 +83,7 @@ class CoroutineRun:
 
 _process_loop: asyncio.AbstractEventLoop | None = None
 _process_loop_lock = real_lock()
+_start_new_thread = get_original("_thread", "start_new_thread")  # a real thread, also in a patched process
 
 
 def _forget_in_child() -> None:
@@ -105,8 +106,7 @@ def process_loop() -> asyncio.AbstractEventLoop:
                 _process_loop = asyncio.SelectorEventLoop(selector)
             else:
                 _process_loop = asyncio.new_event_loop()
-            thread_class = get_original("threading", "Thread")
-            thread_class(target=_process_loop.run_forever, name="amphora-coroutines", daemon=True).start()
+            _start_new_thread(_process_loop.run_forever, ())
         return _process_loop
 
 

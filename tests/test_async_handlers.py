@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -16,12 +19,19 @@ from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the test extra
+    uvloop = None
+needs_uvloop = pytest.mark.skipif(uvloop is None, reason="needs uvloop")
+SERVER_PROCESS = Path(__file__).with_name("async_server_process.py")
+
 
 class AppLoop:
     """An asyncio application's event loop, in a thread of its own, hosting servers."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.loop = loop_factory()
         self._thread = gevent.get_hub().threadpool.spawn(self.loop.run_forever)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -56,10 +66,13 @@ def wait_for(future: Any) -> Any:
 
 
 class Hosting:
-    """Makes servers and serves them, under gevent (``serve()``) or from an asyncio application's loop."""
+    """Makes servers and serves them, under gevent (``serve()``) or from an asyncio application's loop
+    (asyncio's own or uvloop's)."""
 
     def __init__(self, kind: str, make_server: Callable[..., AmqpRpcServer], service: str, url: str) -> None:
-        self._app = AppLoop() if kind == "asyncio" else None
+        self._app = (
+            None if kind == "gevent" else AppLoop(uvloop.new_event_loop if kind == "uvloop" else asyncio.new_event_loop)
+        )
         self._make_server = make_server
         self._service = service
         self._url = url
@@ -82,7 +95,7 @@ class Hosting:
             self._app.close()
 
 
-@pytest.fixture(params=["gevent", "asyncio"])
+@pytest.fixture(params=["gevent", "asyncio", pytest.param("uvloop", marks=needs_uvloop)])
 def hosting(request: pytest.FixtureRequest, make_server, service, amqp_url) -> Iterator[Hosting]:
     hosting = Hosting(request.param, make_server, service, amqp_url)
     yield hosting
@@ -211,3 +224,24 @@ def test_broker_killed_during_calls_to_an_asyncio_hosted_server_loses_none(priva
     assert set(ran) == set(range(n))  # at least once each; redeliveries may repeat
     client.stop()
     app.close()
+
+
+@pytest.mark.parametrize("mode", ["patched", "asyncio"])
+def test_async_handlers_in_a_process_of_their_own_and_its_graceful_stop(make_client, service, amqp_url, mode):
+    """Under ``monkey.patch_all()`` (amphora's loop thread is a real one), and in an asyncio application
+    stopped by SIGTERM: the handler still running finishes and its reply is sent."""
+    server = subprocess.Popen(
+        [sys.executable, str(SERVER_PROCESS), service, amqp_url, mode], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        client = make_client()
+        assert [p.get(timeout=20) for p in [client.defer.add(n, 1) for n in range(200)]] == list(range(1, 201))
+        running = client.defer.slow(1.0, "finished")
+        assert gevent.get_hub().threadpool.apply(server.stdout.readline) == "started finished\n"
+        server.terminate()
+        assert running.get(timeout=20) == "finished"
+        assert gevent.get_hub().threadpool.apply(server.wait, (20,)) == 0
+    finally:
+        server.kill()
+        server.wait()
