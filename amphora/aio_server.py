@@ -50,7 +50,12 @@ class AmqpRpcServer:
         self.server: gevent_server.AmqpRpcServer | None = None
         """The gevent server doing the work, made in the hub thread by the first :meth:`serve`."""
 
-    add_function = gevent_server.AmqpRpcServer.add_function
+    def add_function(
+        self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
+    ) -> Any:
+        """Register a function, ``async def`` or plain, as :meth:`amphora.AmqpRpcServer.add_function` does
+        (as a call or a decorator)."""
+        return self._functions.add(func, name, time_limit=time_limit, context=context)
 
     @property
     def serving(self) -> bool:
