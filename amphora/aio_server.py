@@ -47,8 +47,7 @@ class AmqpRpcServer:
         self._options = options
         self._functions = FunctionRegistry()
         self._hub = HubThread.shared()
-        self.server: gevent_server.AmqpRpcServer | None = None
-        """The gevent server doing the work, made in the hub thread by the first :meth:`serve`."""
+        self.server: gevent_server.AmqpRpcServer | None = None  # made in the hub thread by the first serve()
 
     def add_function(
         self, func: Any = None, name: str | None = None, *, time_limit: float | None = None, context: bool = False
