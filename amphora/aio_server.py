@@ -27,7 +27,7 @@ from typing import Any
 from . import fanout
 from . import server as gevent_server
 from .functions import FunctionRegistry
-from .hub_thread import HubThread
+from .hub_thread import AsyncioInbox, HubThread
 
 __all__ = ["AmqpRpcFanoutServer", "AmqpRpcServer"]
 
@@ -69,6 +69,7 @@ class AmqpRpcServer:
         :meth:`stop` does, even if the task is cancelled again meanwhile; then CancelledError is raised.
         """
         loop = asyncio.get_running_loop()
+        AsyncioInbox.of(loop)  # made here, in the loop's thread, for the coroutines posted to it from the hub
         server = await self._in_hub(self._made)
         server.coroutine_loop = loop
         try:

@@ -6,7 +6,7 @@ hub: the loop's done-callback wakes the greenlet's hub with ``loop.run_callback_
 async watcher: wake-ups sent while one is pending cost no system call). Coroutines cross to the loop in
 batches (:class:`~amphora.hub_thread.AsyncioInbox`): one ``call_soon_threadsafe`` per batch, not per request.
 
-The loop is the application's when it hosts the server (:func:`amphora.aio_server.serve`), else one that
+The loop is the application's when it hosts the server (:meth:`amphora.aio_server.AmqpRpcServer.serve`), else one that
 amphora runs for the whole process in a daemon thread of its own, started at the first coroutine handler.
 The worker is held until the coroutine ends, so a server's ``concurrency`` bounds coroutine handlers too,
 and a graceful stop waits for them. When the time limit passes, or the worker is killed, the task is
@@ -99,6 +99,9 @@ def process_loop() -> asyncio.AbstractEventLoop:
     """The event loop amphora runs coroutine handlers on when no application loop hosts the server: started
     at the first call, in a daemon OS thread (a real one, also in a monkey-patched process)."""
     global _process_loop
+    loop = _process_loop
+    if loop is not None:
+        return loop
     with _process_loop_lock:
         if _process_loop is None:
             if is_module_patched("selectors"):  # the loop's thread has no hub to wait in: block in the kernel
@@ -106,6 +109,7 @@ def process_loop() -> asyncio.AbstractEventLoop:
                 _process_loop = asyncio.SelectorEventLoop(selector)
             else:
                 _process_loop = asyncio.new_event_loop()
+            AsyncioInbox.of(_process_loop)  # made before the loop runs, as it must be made in the loop's thread
             _start_new_thread(_process_loop.run_forever, ())
         return _process_loop
 

@@ -84,7 +84,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
     """Whether every server gets every request (:class:`~amphora.fanout.AmqpRpcFanoutServer`)."""
     coroutine_loop: asyncio.AbstractEventLoop | None = None
     """The event loop running the ``async def`` handlers: the application's while it hosts the server
-    (:func:`amphora.aio_server.serve`), else None for amphora's own (:mod:`amphora.coroutines`)."""
+    (:meth:`amphora.aio_server.AmqpRpcServer.serve`), else None for amphora's own (:mod:`amphora.coroutines`)."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 import gevent
 import pytest
 
-from amphora import AmqpRpcClient, AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio_server
+from amphora import AmqpRpcClient, AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio, aio_server
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -245,3 +245,37 @@ def test_async_handlers_in_a_process_of_their_own_and_its_graceful_stop(make_cli
     finally:
         server.kill()
         server.wait()
+
+
+def test_an_asyncio_app_calls_the_server_it_hosts_with_the_asyncio_client(service, amqp_url):
+    """Everything on one loop: the aio client's calls, the server hosted by the loop, its handlers, which
+    themselves call another function of the service."""
+    app = AppLoop()
+    server = aio_server.AmqpRpcServer(service, url=amqp_url)
+
+    async def scenario() -> list[int]:
+        async with aio.AmqpRpcClient(service, url=amqp_url, timeout=20) as client:
+
+            @server.add_function
+            async def square(x: int) -> int:
+                return x * x
+
+            @server.add_function
+            async def sum_of_squares(n: int) -> int:
+                return sum(await asyncio.gather(*(client.call.square(i) for i in range(n))))
+
+            ready = asyncio.Event()
+            serving = asyncio.ensure_future(server.serve(on_ready=ready.set))
+            await ready.wait()
+            results = await asyncio.gather(*(client.call.sum_of_squares(n) for n in range(10)))
+            serving.cancel()
+            await asyncio.wait([serving])
+            return results
+
+    try:
+        assert wait_for(asyncio.run_coroutine_threadsafe(scenario(), app.loop)) == [
+            sum(i * i for i in range(n)) for n in range(10)
+        ]
+        assert not server.serving
+    finally:
+        app.close()
