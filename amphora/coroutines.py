@@ -2,9 +2,9 @@
 
 A request is handled in a worker greenlet, whatever its handler. For a coroutine handler that greenlet
 hands the coroutine to an event loop in another OS thread and waits for its outcome without blocking its
-hub: the loop's done-callback wakes the greenlet's hub with ``loop.run_callback_threadsafe`` (libev's
-async watcher: wake-ups sent while one is pending cost no system call). Coroutines cross to the loop in
-batches (:class:`~amphora.hub_thread.AsyncioInbox`): one ``call_soon_threadsafe`` per batch, not per request.
+hub: the task's done-callback posts the outcome to the hub's :class:`HubInbox`. Both ways are batched: one
+``call_soon_threadsafe`` (:class:`~amphora.hub_thread.AsyncioInbox`) or one wake-up of the hub (libev's
+async watcher) for all that was posted before the other side drained it, not one per request.
 
 The loop is the application's when it hosts the server (:meth:`amphora.aio_server.AmqpRpcServer.serve`), else one that
 amphora runs for the whole process in a daemon thread of its own, started at the first coroutine handler.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,7 +26,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.monkey import get_original, is_module_patched
 
-from .hub_thread import AsyncioInbox, real_lock
+from .hub_thread import AsyncioInbox, Batch, real_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ log = logging.getLogger(__name__)
 class CoroutineRun:
     """One coroutine handler's run: its task on the loop, its outcome for the greenlet waiting in a hub."""
 
-    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], inbox: HubInbox) -> None:
         self._coroutine = coroutine
-        self._hub_loop = gevent.get_hub().loop  # the waiting greenlet's, woken from the loop's thread
+        self._inbox = inbox  # the waiting greenlet's hub's
         self._outcome = AsyncResult()  # set in the hub's own thread only
         self._task: asyncio.Task[Any] | None = None
         self._cancelled = False
@@ -70,7 +71,7 @@ class CoroutineRun:
             error = task.exception()
             outcome = (None, error) if error is not None else (task.result(), None)
         try:
-            self._hub_loop.run_callback_threadsafe(self._deliver, *outcome)
+            self._inbox.post(self._deliver, *outcome)
         except Exception:  # the hub was destroyed: nobody waits any more
             log.debug("coroutine handler ended after its hub", exc_info=True)
 
@@ -81,6 +82,42 @@ class CoroutineRun:
             self._outcome.set_exception(error)
 
 
+class HubInbox:
+    """Outcomes posted to a hub from the loops' threads, delivered in the hub, one wake-up per batch (libev's
+    async watcher). While runs wait, it keeps the hub's loop alive, as a socket being read would."""
+
+    def __init__(self) -> None:
+        self._watcher = gevent.get_hub().loop.async_(ref=False)
+        self._batch = Batch(self._watcher.send)
+        self._watcher.start(self._batch.drain)
+        self._waiting = 0
+
+    @classmethod
+    def of_current_hub(cls) -> HubInbox:
+        """The inbox of the calling thread's hub (made on first use)."""
+        hub = gevent.get_hub()
+        inbox = _hub_inboxes.get(hub)
+        if inbox is None:
+            inbox = _hub_inboxes[hub] = cls()
+        return inbox
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Have ``fn(*args)`` run in the hub (thread-safe)."""
+        self._batch.post(fn, *args)
+
+    def wait(self, run: CoroutineRun) -> Any:
+        """``run``'s result, in a greenlet of the hub; the hub's loop stays alive meanwhile."""
+        self._waiting += 1
+        self._watcher.ref = True
+        try:
+            return run.result()
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._watcher.ref = False
+
+
+_hub_inboxes: weakref.WeakKeyDictionary[Any, HubInbox] = weakref.WeakKeyDictionary()
 _process_loop: asyncio.AbstractEventLoop | None = None
 _process_loop_lock = real_lock()
 _start_new_thread = get_original("_thread", "start_new_thread")  # a real thread, also in a patched process
@@ -90,6 +127,7 @@ def _forget_in_child() -> None:
     """A forked child has no loop thread: it starts its own when it needs one."""
     global _process_loop
     _process_loop = None
+    _hub_inboxes.clear()  # the parent's watchers
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -125,12 +163,13 @@ def run(
     target = loop or process_loop()
     if target.is_closed():
         raise RuntimeError("the event loop of coroutine handlers is closed")
-    coroutine_run = CoroutineRun(func(*args, **kwargs))
-    inbox = AsyncioInbox.of(target)
-    inbox.post(coroutine_run.begin)
+    hub_inbox = HubInbox.of_current_hub()
+    coroutine_run = CoroutineRun(func(*args, **kwargs), hub_inbox)
+    loop_inbox = AsyncioInbox.of(target)
+    loop_inbox.post(coroutine_run.begin)
     try:
-        return coroutine_run.result()
+        return hub_inbox.wait(coroutine_run)
     except BaseException:
         if not coroutine_run.done:
-            inbox.post(coroutine_run.cancel)
+            loop_inbox.post(coroutine_run.cancel)
         raise

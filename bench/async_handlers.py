@@ -6,8 +6,9 @@ Each column is a server process (``bench/async_server.py``): ``plain`` (a gevent
 ``gevent`` (the same server, an ``async def`` handler run on amphora's own event loop), ``asyncio`` and
 ``uvloop`` (the server hosted by an asyncio application, its ``async def`` handler run on the application's
 loop). The client is the same gevent AmqpRpcClient (reliable mode: persistent messages, confirms) in this
-process. W1: sequential calls (latency); W2: 100 calls in flight (throughput). Prints the medians and each
-column's ratio to ``plain``. See ``bench/README.md``.
+process. W1: sequential calls (latency); W2: 100 calls in flight (throughput; ``cpu us/call`` is the
+client's, ``server cpu us/call`` the server process's, all its threads, the warm-up included). Prints the
+medians and each column's ratio to ``plain``. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from amphora import AmqpRpcClient
 from bench import driver
 from bench.async_server import HOSTINGS
 from bench.common import add_run_options, broker, environment, medians, number, render
-from bench.rpc import QUICK, Side, Sizes, delete_topology, pipelined, sequential
+from bench.rpc import QUICK, Side, Sizes, cpu_seconds, delete_topology, pipelined, sequential
 
-METRICS = (("W1", "p50 us"), ("W1", "p99 us"), ("W2", "calls/s"), ("W2", "cpu us/call"))
+METRICS = (("W1", "p50 us"), ("W1", "p99 us"), ("W2", "calls/s"), ("W2", "cpu us/call"), ("W2", "server cpu us/call"))
 
 
 def measure(url: str, hosting: str, sizes: Sizes) -> dict[str, dict[str, float]]:
@@ -33,6 +34,7 @@ def measure(url: str, hosting: str, sizes: Sizes) -> dict[str, dict[str, float]]
     client = AmqpRpcClient(service, url=url)
     try:
         w1 = sequential(Side(hosting, client), sizes.seq_calls, sizes.seq_warmup)
+        server_cpu = cpu_seconds(server.pid)
         w2 = pipelined(
             client,
             "add",
@@ -42,6 +44,8 @@ def measure(url: str, hosting: str, sizes: Sizes) -> dict[str, dict[str, float]]
             sizes.pipelined_warmup,
             sizes.pipelined_in_flight,
         )
+        total = sizes.pipelined_calls + sizes.pipelined_warmup
+        w2["server cpu us/call"] = (cpu_seconds(server.pid) - server_cpu) / total * 1e6
         return {"W1": w1, "W2": w2}
     finally:
         client.stop()
