@@ -14,7 +14,17 @@ from typing import Any
 import gevent
 import pytest
 
-from amphora import AmqpRpcClient, AmqpRpcServer, HandlerTimeout, RemoteException, RequestContext, aio, aio_server
+from amphora import (
+    AmqpRpcClient,
+    AmqpRpcFanoutServer,
+    AmqpRpcServer,
+    HandlerTimeout,
+    IgnoreRequest,
+    RemoteException,
+    RequestContext,
+    aio,
+    aio_server,
+)
 from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -279,3 +289,40 @@ def test_an_asyncio_app_calls_the_server_it_hosts_with_the_asyncio_client(servic
         assert not server.serving
     finally:
         app.close()
+
+
+def test_an_asyncio_hosted_fanout_server_and_a_gevent_one_both_answer(service, amqp_url, make_fanout_client):
+    app = AppLoop()
+    hosted = aio_server.AmqpRpcFanoutServer(service, url=amqp_url, name="hosted")
+    plain = AmqpRpcFanoutServer(service, url=amqp_url, name="plain")
+
+    @hosted.add_function
+    async def whoami() -> str:
+        await asyncio.sleep(0)
+        return "asyncio"
+
+    plain.add_function(lambda: "gevent", "whoami")
+    try:
+        app.host(hosted)
+        plain.serve()
+        replies = make_fanout_client().gather(timeout=10, expect=2).whoami()
+        assert replies == {"hosted": "asyncio", "plain": "gevent"}
+    finally:
+        plain.stop()
+        app.close()
+
+
+def test_an_async_handler_can_ignore_a_request(make_client, hosting):
+    server = hosting.make()
+    seen: list[int] = []
+
+    @server.add_function
+    async def once(x: int) -> int:
+        seen.append(x)
+        if len(seen) == 1:
+            raise IgnoreRequest()  # handed back: the broker delivers it again
+        return x
+
+    hosting.start(server)
+    assert make_client().call(timeout=20).once(7) == 7
+    assert seen == [7, 7]
