@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
+
+import gevent
 
 from . import client as gevent_client
 from . import fanout as gevent_fanout
@@ -45,7 +47,9 @@ class AmqpRpcClient:
         self._tuners: dict[str, Tuner] = {}
         self._client: gevent_client.AmqpRpcClient | None = None
         self._error: BaseException | None = None
-        self._hub.post(self._make, args, options)  # the calls posted after it wait for it
+        self._until_made: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = []
+        """What waits, in the hub thread, for the gevent client to be made (None once it is, or failed)."""
+        self._hub.spawn(self._make, args, options)  # connecting may take a while: not in the hub's inbox
         self.call = Caller(self._call, CALL_OPTIONS)
         self.defer = Caller(self._defer, CALL_OPTIONS | {"wait_publish"})
         self.cast = Caller(self._cast, CALL_OPTIONS)
@@ -55,13 +59,23 @@ class AmqpRpcClient:
     client; the tuner runs in the hub thread)."""
 
     def _make(self, args: tuple[Any, ...], options: dict[str, Any]) -> None:
-        """In the hub thread: make the gevent client."""
+        """In the hub thread: make the gevent client, then start what waited for it, in order."""
         try:
             self._client = self._gevent_class(self.service_name, *args, **options)
         except BaseException as exc:
             self._error = exc
         else:
             self._client._tuners = self._tuners
+        waiting, self._until_made = self._until_made or [], None
+        for fn, fn_args in waiting:
+            fn(*fn_args)
+
+    def _once_made(self, fn: Callable[..., Any], *args: Any) -> None:
+        """In the hub thread: ``fn(*args)`` now if the gevent client is made (or failed), else once it is."""
+        if self._until_made is None:
+            fn(*args)
+        else:
+            self._until_made.append((fn, args))
 
     @property
     def uuid(self) -> str | None:
@@ -83,10 +97,8 @@ class AmqpRpcClient:
         self, kind: str, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> asyncio.Future[Any]:
         """Post a call to the hub thread; the future (of the running loop) gets its outcome."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        settle = functools.partial(AsyncioInbox.of(loop).settle, future)
-        self._hub.post(self._relay, kind, func_name, args, kwargs, options, settle)
+        future, settle = _future_and_settle()
+        self._hub.post(self._once_made, self._relay, kind, func_name, args, kwargs, options, settle)
         return future
 
     def _relay(
@@ -100,32 +112,44 @@ class AmqpRpcClient:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    async def _made(self) -> None:
+    async def _wait_made(self) -> None:
         """Wait until the underlying client is made; raise what made it fail."""
-        future = asyncio.get_running_loop().create_future()
-        settle = functools.partial(AsyncioInbox.of(asyncio.get_running_loop()).settle, future)
-        self._hub.post(lambda: settle(None, self._error))
+        future, settle = _future_and_settle()
+        self._hub.post(self._once_made, lambda: settle(None, self._error))
         await future
 
     async def close(self) -> None:
         """Disconnect (as the gevent client's ``stop``): requests still unconfirmed are dropped, calls still
         waiting fail when their time is up."""
-        future = self._hub.submit(self._stop)
-        await asyncio.wrap_future(future)
+        future, settle = _future_and_settle()
+        self._hub.post(self._once_made, gevent.spawn, self._stop, settle)
+        await future
 
-    def _stop(self) -> None:
+    def _stop(self, settle: Settle) -> None:
         made, self._client = self._client, None
-        if made is not None:
-            made.stop()
+        try:
+            if made is not None:
+                made.stop()
+        except Exception as exc:
+            settle(None, exc)
+        else:
+            settle(None, None)
 
     async def __aenter__(self) -> Self:
-        await self._made()
+        await self._wait_made()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _future_and_settle() -> tuple[asyncio.Future[Any], Settle]:
+    """A future of the running loop, and the thread-safe ``settle(value, error)`` that completes it."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    return future, functools.partial(AsyncioInbox.of(loop).settle, future)
 
 
 class AmqpRpcFanoutClient(AmqpRpcClient):

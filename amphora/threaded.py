@@ -21,6 +21,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from .hub_thread import HubThread, get_ident, real_lock
+from .pending import PendingCall
 
 if TYPE_CHECKING:
     from .client import AmqpRpcClient
@@ -30,6 +31,8 @@ Settle = Callable[[Any, "BaseException | None"], None]
 
 STARTERS = {"call": "_defer", "defer": "_defer", "cast": "_cast", "gather": "_defer_gather"}
 """For each kind of call, the client method that starts it and returns the AsyncResult of its outcome."""
+DIRECT_KINDS = frozenset({"call", "defer"})
+"""Kinds of calls started as a :class:`RelayedCall`."""
 WAITING_KINDS = frozenset({"call", "gather"})
 """Kinds of calls whose caller waits for the outcome; the others get a result to wait on."""
 
@@ -87,11 +90,28 @@ def relay(client: AmqpRpcClient, kind: str, name: str, args: tuple[Any, ...], kw
 def _start(client: AmqpRpcClient, kind: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
            options: dict[str, Any], settle: Settle) -> None:  # fmt: skip
     try:
+        if kind in DIRECT_KINDS and client.metrics is None:  # metrics watch the AsyncResult: not without
+            client._request(name, args, kwargs, make_pending=functools.partial(RelayedCall, settle=settle), **options)
+            return
         result: AsyncResult = getattr(client, STARTERS[kind])(name, args, kwargs, **options)
     except BaseException as exc:  # e.g. arguments the serializer cannot encode
         settle(None, exc)
     else:
         result.rawlink(functools.partial(_settle_from, settle))
+
+
+class RelayedCall(PendingCall):
+    """A call whose outcome goes straight to ``settle`` (of the calling thread), not through its AsyncResult
+    and a link to it: a few microseconds less per call."""
+
+    __slots__ = ("_settle",)
+
+    def __init__(self, function: str, timeout: float | None, settle: Settle) -> None:
+        super().__init__(function, timeout)
+        self._settle = settle
+
+    def settle(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._settle(value, error)
 
 
 def _settle_from(settle: Settle, result: AsyncResult) -> None:
@@ -153,8 +173,8 @@ class AnyThread:
                 if hub.in_thread():
                     self._twin = _make_twin(type(self), args, kwargs, self._tuners)
                 else:
-                    made = ThreadResult()
-                    hub.post(_run_and_settle, made.settle, _make_twin, type(self), args, kwargs, self._tuners)
+                    made = ThreadResult()  # made in a greenlet of its own: connecting may take a while
+                    hub.spawn(_run_and_settle, made.settle, _make_twin, type(self), args, kwargs, self._tuners)
                     self._twin = made.get()
             return hub, self._twin
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,6 +16,7 @@ import gevent
 import pytest
 
 from amphora import NoResult, RemoteException, Unroutable, aio
+from amphora.faultproxy import FaultProxy
 from amphora.hub_thread import gevent_wait
 from helpers import executions, wait_until
 
@@ -181,3 +183,21 @@ def test_close_ends_the_calls_of_that_client(math_server, amqp_url, service, run
             await client.call.add(1, 1)
 
     run(main())
+
+
+def test_a_client_still_connecting_holds_up_no_other_client(math_server, rabbit_node, amqp_url, service, run):
+    """Clients are made in greenlets of the hub thread: one whose broker does not answer (a blackholed
+    network, connection_timeout 10 s) delays only its own calls."""
+    with FaultProxy("127.0.0.1", rabbit_node.port) as proxy:
+        proxy.stall()
+
+        async def main() -> float:
+            stuck = aio.AmqpRpcClient(service, url=proxy.url_for(amqp_url), timeout=20)
+            started = time.monotonic()
+            async with aio.AmqpRpcClient(service, url=amqp_url, timeout=20) as client:
+                assert await client.call.add(1, 2) == 3
+            took = time.monotonic() - started
+            await stuck.close()
+            return took
+
+        assert run(main()) < 5

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import gevent
 import pytest
@@ -148,3 +150,13 @@ def test_at_exit_what_runs_in_the_hub_thread_is_stopped_there(patch):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["main thread is another: True", "stopped in hub thread: True"]
+
+
+def test_an_asyncio_inbox_does_not_keep_its_loop_alive():
+    loop = asyncio.new_event_loop()
+    AsyncioInbox.of(loop)
+    loop.close()
+    reference = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert reference() is None

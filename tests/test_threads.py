@@ -17,6 +17,7 @@ import pytest
 from amphora import NoResult, RemoteException
 from amphora.hub_thread import HubThread, get_ident, gevent_wait
 from amphora.threaded import ThreadResult
+from helpers import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,3 +110,43 @@ def test_sixteen_threads_x_200_calls_from_another_process(math_server, amqp_url,
 
 def test_the_hub_thread_is_another_os_thread():
     assert HubThread.shared().ident not in (0, get_ident())
+
+
+CAST_FROM_A_THREAD_AND_EXIT = """
+import sys, threading
+from amphora import AmqpRpcClient, aio
+service, url, how = sys.argv[1:]
+if how == "thread":
+    client = AmqpRpcClient(service, url=url)
+    thread = threading.Thread(target=lambda: client.cast.note("from thread"))
+    thread.start()
+    thread.join()
+else:
+    import asyncio
+
+    async def main():
+        aio.AmqpRpcClient(service, url=url).cast.note("from asyncio")  # not awaited
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("how", ["thread", "asyncio"])
+def test_a_cast_from_a_thread_or_asyncio_is_delivered_by_a_process_that_exits_at_once(
+    make_server, amqp_url, service, how
+):
+    """At interpreter exit the hub thread's clients get their exit_timeout to have their outboxes confirmed."""
+    server = make_server()
+    noted: list[str] = []
+    server.add_function(noted.append, "note")
+    server.serve()
+    for _ in range(3):
+        out = gevent.subprocess.run(
+            [sys.executable, "-c", CAST_FROM_A_THREAD_AND_EXIT, service, amqp_url, how],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+    wait_until(lambda: len(noted) == 3)
+    assert noted == [f"from {how}"] * 3
