@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import inspect
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 
 import gevent
 
+from . import coroutines
 from .amqp.properties import encode_table
 from .protocol import RESERVED_HEADER_PREFIXES
 from .validation import Validator, build_validator
@@ -56,6 +59,7 @@ class Function:
     context: bool = False
     validator: Validator | None = None
     """Converts the arguments by the handler's type hints (and checks its result); None: taken as they come."""
+    coroutine: bool = False  # an ``async def`` function, run on an event loop (amphora.coroutines)
 
 
 class TimeLimitExceeded(Exception):
@@ -112,7 +116,7 @@ class FunctionRegistry:
         check_result: bool,
     ) -> None:
         validator = build_validator(name, func, context, validate, check_result) if validate or check_result else None
-        self._functions[name] = Function(func, time_limit, context, validator)
+        self._functions[name] = Function(func, time_limit, context, validator, inspect.iscoroutinefunction(func))
 
     def public(self) -> dict[str, Function]:
         """The functions callers registered, by name (not amphora's own)."""
@@ -134,22 +138,24 @@ def invoke(
     context: RequestContext | None,
     threads: bool,
     time_limit: float | None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Any:
-    """Run a handler (in gevent's thread pool with ``threads``) within its time limit, else the given one.
+    """Run a handler (in gevent's thread pool with ``threads``; a coroutine function on ``loop``, else on
+    amphora's own) within its time limit, else the given one.
 
     Raises TimeLimitExceeded when the limit passes first, and TypeError for a result that does not fit the
-    return annotation (if checked). A greenlet handler is interrupted there; a
-    thread cannot be: it runs on, and its result is dropped.
+    return annotation (if checked). A greenlet handler is interrupted there, a coroutine's task is cancelled;
+    a thread cannot be: it runs on, and its result is dropped.
     """
     if context is not None:
         args = [context, *args]
     limit = function.time_limit if function.time_limit is not None else time_limit
     if limit is None:
-        return _checked(function, _call(function.func, args, kwargs, threads))
+        return _checked(function, _call(function, args, kwargs, threads, loop))
     timer = gevent.Timeout(limit)
     timer.start()
     try:
-        return _checked(function, _call(function.func, args, kwargs, threads))
+        return _checked(function, _call(function, args, kwargs, threads, loop))
     except gevent.Timeout as exc:
         if exc is not timer:
             raise
@@ -164,7 +170,15 @@ def _checked(function: Function, result: Any) -> Any:
     return result
 
 
-def _call(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], threads: bool) -> Any:
+def _call(
+    function: Function,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    threads: bool,
+    loop: asyncio.AbstractEventLoop | None,
+) -> Any:
+    if function.coroutine:
+        return coroutines.run(function.func, args, kwargs, loop)
     if threads:
-        return gevent.get_hub().threadpool.apply(func, args, kwargs)
-    return func(*args, **kwargs)
+        return gevent.get_hub().threadpool.apply(function.func, args, kwargs)
+    return function.func(*args, **kwargs)

@@ -8,6 +8,7 @@ ids answers such a redelivered request again without running the function twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -78,6 +79,9 @@ class AmqpRpcServer(PubSub, RequestQueues):
 
     fanout = False
     """Whether every server gets every request (:class:`~amphora.fanout.AmqpRpcFanoutServer`)."""
+    coroutine_loop: asyncio.AbstractEventLoop | None = None
+    """The event loop running the ``async def`` handlers: the application's while it hosts the server
+    (:meth:`amphora.aio_server.AmqpRpcServer.serve`), else None for amphora's own (:mod:`amphora.coroutines`)."""
 
     def __init__(
         self,
@@ -444,7 +448,7 @@ class AmqpRpcServer(PubSub, RequestQueues):
         if self._tracing is not None:  # the handler runs in the request's span
             run = self._tracing.handle(self.service_name, func_name, request_id, headers, cast)
         try:
-            result = run(function, args, kwargs, context, self.threads, self.time_limit)
+            result = run(function, args, kwargs, context, self.threads, self.time_limit, self.coroutine_loop)
             body = encode_result(serializer, result)
         except IgnoreRequest:
             self._on_ignored(self._running.take_all(request_id, message))

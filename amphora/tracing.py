@@ -10,6 +10,7 @@ so the calls the handler makes are its children. Off, nothing of OpenTelemetry i
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import functools
@@ -91,6 +92,7 @@ class Tracing:
         context: RequestContext | None,
         threads: bool,
         time_limit: float | None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> Any:
         # the propagators take strings only: a foreign caller's other values must not fail the request
         parent = self._propagate.extract({name: value for name, value in headers.items() if isinstance(value, str)})
@@ -104,7 +106,7 @@ class Tracing:
                 function = dataclasses.replace(
                     function, func=functools.partial(contextvars.copy_context().run, function.func)
                 )
-            result = invoke(function, args, kwargs, context, threads, time_limit)
+            result = invoke(function, args, kwargs, context, threads, time_limit, loop)
         except TimeLimitExceeded as exc:
             self._end(span, exc, "HandlerTimeout")  # as the caller sees it
             raise
