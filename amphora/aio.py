@@ -23,11 +23,13 @@ import gevent
 
 from . import client as gevent_client
 from . import fanout as gevent_fanout
+from .aio_server import AmqpRpcFanoutServer, AmqpRpcServer
 from .client import CALL_OPTIONS, Caller, Tuner
 from .hub_thread import AsyncioInbox, HubThread
 from .threaded import Settle, relay
 
-__all__ = ["AmqpRpcClient", "AmqpRpcFanoutClient", "parallel"]
+__all__ = ["AmqpRpcClient", "AmqpRpcFanoutClient", "AmqpRpcFanoutServer", "AmqpRpcServer", "parallel"]
+# the servers for asyncio applications live in amphora.aio_server: here, everything asyncio is in one place
 
 
 class AmqpRpcClient:
