@@ -12,8 +12,8 @@ import gevent
 import pytest
 
 from amphora import AmqpRpcClient, aio
-from amphora.faultproxy import FaultProxy
 from amphora.hub_thread import gevent_wait
+from amphora.testing.faultproxy import FaultProxy
 from helpers import executions, wait_until
 
 pytestmark = pytest.mark.timeout(240)
