@@ -292,8 +292,9 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         try:
             quiet = not wait_publish  # the reply tells the caller more than the confirm
             self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, quiet=quiet, **options)
-        except BaseException:  # e.g. arguments the serializer cannot encode: the call never started
+        except BaseException as exc:  # e.g. arguments the serializer cannot encode: the call never started
             self._pending.pop(request_id)
+            pending.result.set_exception(exc)  # for whoever watches it (metrics, tracing): raised here too
             raise
         if published is not None:
             published.wait()
@@ -320,7 +321,11 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
             else:
                 confirmed.set_exception(publish_error(error, func_name))
 
-        self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, cast=True, **options)
+        try:
+            self._publish_request(request_id, func_name, args, kwargs, timeout, on_published, cast=True, **options)
+        except BaseException as exc:
+            confirmed.set_exception(exc)  # for tracing, which watches it; raised here
+            raise
         if self.metrics is not None:
             report_call(self.metrics, self.service_name, func_name, confirmed, time.monotonic())
         return confirmed

@@ -208,3 +208,13 @@ def test_tracing_without_opentelemetry_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if the extra were not installed
     with pytest.raises(ImportError, match=r"amphora-rpc\[otel\]"):
         Tracing()
+
+
+def test_a_call_that_cannot_be_sent_ends_its_span_with_the_error(make_client, provider, exporter):
+    client = make_client(tracing=provider)
+    for send in (client.call.add, client.cast.add):
+        with pytest.raises(TypeError):
+            send(object())  # JSON cannot carry it: nothing is sent
+    spans = spans_when(exporter, 2)
+    assert all(span.status.status_code == trace.StatusCode.ERROR for span in spans)
+    assert all(span.attributes["error.type"] == "TypeError" for span in spans)
