@@ -25,7 +25,7 @@ import struct
 import gevent
 from gevent.event import Event
 
-from .amqp import Channel, Confirmation, Properties
+from .amqp import Channel, Confirmation, Connection, Properties
 from .amqp.errors import AMQPError
 from .amqp.frames import check_publishable
 from .exceptions import OutboxFull
@@ -53,6 +53,7 @@ class Outbox:
         self._has_space.set()
         self._empty = Event()
         self._empty.set()
+        self._wants_every_frame: Connection | None = None  # where it asked for its confirms at once, if it did
         link.on_ready(self._replay)
 
     def __len__(self) -> int:
@@ -101,13 +102,12 @@ class Outbox:
         self._state.flushing += 1
         connection = self._link.connection
         if connection is not None:
-            connection.release_reads(self)
+            self._want_every_frame(connection)
         try:
             return self._empty.wait(timeout)
         finally:
             self._state.flushing -= 1
-            if connection is not None and self._state.confirms_may_wait():
-                connection.reads_may_wait(self)
+            self._may_wait_again()
 
     def _wake_pump(self) -> None:
         self._pump_wakeup.set()
@@ -145,9 +145,12 @@ class Outbox:
         assert confirmation is not None, "the outbox's link must have publisher confirms on"
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
         if self._state.confirms_may_wait():
+            if self._wants_every_frame is not None:
+                self._wants_every_frame.reads_may_wait(self)
+                self._wants_every_frame = None
             channel.connection.hold_reads(self)
         else:
-            channel.connection.release_reads(self)
+            self._want_every_frame(channel.connection)
 
     def _on_confirmation(self, envelope: Envelope, generation: int, confirmation: Confirmation) -> None:
         error = confirmation.exception
@@ -162,11 +165,23 @@ class Outbox:
         elif verdict is Verdict.RECONNECT:
             log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
             gevent.spawn_later(NACK_BACKOFF, self._reconnect_after_nack, generation)
-        connection = self._link.connection
-        if connection is not None and self._state.confirms_may_wait():  # others sharing it may hold again
-            connection.reads_may_wait(self)
+        if self._wants_every_frame is not None:
+            self._may_wait_again()
         if self._state.unsent:
             self._wake_pump()
+
+    def _want_every_frame(self, connection: Connection) -> None:
+        """Have the confirms read at once: nobody sharing ``connection`` holds them back meanwhile."""
+        if self._wants_every_frame is not None and self._wants_every_frame is not connection:
+            self._wants_every_frame.reads_may_wait(self)  # a connection the link left, which others may share
+        self._wants_every_frame = connection
+        connection.release_reads(self)
+
+    def _may_wait_again(self) -> None:
+        """Once few confirms are awaited again, let others on the connection hold reads again."""
+        if self._wants_every_frame is not None and self._state.confirms_may_wait():
+            self._wants_every_frame.reads_may_wait(self)
+            self._wants_every_frame = None
 
     def _reconnect_after_nack(self, generation: int) -> None:
         """Reconnect if still on the connection ``generation`` that nacked. If the link reconnected meanwhile
