@@ -94,10 +94,6 @@ class SharedConnections:
             del self._leased[connection]
             connection.close(CLOSE_TIMEOUT)
 
-    def __len__(self) -> int:
-        """The connections leased now."""
-        return len(self._leased)
-
 
 _per_hub: weakref.WeakKeyDictionary[Any, SharedConnections] = weakref.WeakKeyDictionary()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -127,12 +128,13 @@ def test_a_client_that_cannot_connect_fails_async_with(amqp_url, service, run):
 def test_cancelling_a_waiting_task_drops_the_reply_not_the_request(math_server, amqp_url, service, run):
     """The request was already published: it runs on a server; its reply is dropped when it comes."""
     ran: list[str] = []
-    math_server.add_function(lambda tag: ran.append(tag) or gevent.sleep(0.3) or tag, "record")
+    running = threading.Event()
+    math_server.add_function(lambda tag: ran.append(tag) or running.set() or gevent.sleep(0.3) or tag, "record")
 
     async def main() -> None:
         async with aio.AmqpRpcClient(service, url=amqp_url, timeout=20) as client:
             task = asyncio.ensure_future(client.call.record("cancelled"))
-            await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(running.wait, 10)  # the request reached its handler
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -253,11 +253,10 @@ class Broker:
         arguments: dict[str, Any] | None = None,
         session: Session | None = None,
     ) -> None:
-        target = self._exchange(exchange)
-        self._queue(queue, session)
+        target, binding = self._binding(queue, exchange, routing_key, arguments, session)
         if exchange == "":
             raise AccessRefused(403, "ACCESS_REFUSED - operation not permitted on the default exchange")
-        target.bindings.add(Binding(queue, routing_key, dict(arguments or {})))
+        target.bindings.add(binding)
 
     def unbind_queue(
         self,
@@ -267,10 +266,22 @@ class Broker:
         arguments: dict[str, Any] | None = None,
         session: Session | None = None,
     ) -> None:
+        target, binding = self._binding(queue, exchange, routing_key, arguments, session)
+        if target.bindings.remove(binding):
+            self._delete_exchange_if_unused(target)
+
+    def _binding(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        arguments: dict[str, Any] | None,
+        session: Session | None,
+    ) -> tuple[Exchange, Binding]:
+        """The exchange and the binding a (un)bind names; NotFound if either the exchange or the queue is missing."""
         target = self._exchange(exchange)
         self._queue(queue, session)
-        if target.bindings.remove(Binding(queue, routing_key, dict(arguments or {}))):
-            self._delete_exchange_if_unused(target)
+        return target, Binding(queue, routing_key, dict(arguments or {}))
 
     def purge_queue(self, name: str, session: Session | None = None) -> int:
         queue = self._queue(name, session)
