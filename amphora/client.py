@@ -228,6 +228,10 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         self.transport.outbox.flush(timeout)
         self.stop()
 
+    def _watches_results(self) -> bool:
+        """Whether something watches the AsyncResult of every call (metrics, tracing), so it must be set."""
+        return self.metrics is not None or self._tracing is not None
+
     def _no_broker(self) -> str | None:
         """Why the client has no broker connection, while it cannot get one (None if it has one)."""
         return self.transport.unreachable()

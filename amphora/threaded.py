@@ -90,7 +90,7 @@ def relay(client: AmqpRpcClient, kind: str, name: str, args: tuple[Any, ...], kw
 def _start(client: AmqpRpcClient, kind: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
            options: dict[str, Any], settle: Settle) -> None:  # fmt: skip
     try:
-        if kind in DIRECT_KINDS and client.metrics is None:  # metrics watch the AsyncResult: not without
+        if kind in DIRECT_KINDS and not client._watches_results():  # else its AsyncResult must be set
             client._request(name, args, kwargs, make_pending=functools.partial(RelayedCall, settle=settle), **options)
             return
         result: AsyncResult = getattr(client, STARTERS[kind])(name, args, kwargs, **options)

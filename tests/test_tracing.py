@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import gevent
 import pytest
 from gevent.event import Event
 
 from amphora import AmqpRpcClient, AmqpRpcFanoutServer, AmqpRpcServer, HandlerTimeout, RemoteException
+from amphora.hub_thread import gevent_wait
 from amphora.tracing import Tracing
 from helpers import wait_until
 
@@ -218,3 +220,14 @@ def test_a_call_that_cannot_be_sent_ends_its_span_with_the_error(make_client, pr
     spans = spans_when(exporter, 2)
     assert all(span.status.status_code == trace.StatusCode.ERROR for span in spans)
     assert all(span.attributes["error.type"] == "TypeError" for span in spans)
+
+
+def test_a_call_from_another_thread_ends_its_span(make_server, make_client, provider, exporter):
+    server = make_server()
+    server.add_function(lambda: "pong", name="ping")
+    server.serve()
+    client = make_client(tracing=provider)
+    with ThreadPoolExecutor(1) as pool:  # goes through the client's twin in the hub thread
+        assert gevent_wait(pool.submit(client.call.ping), 30) == "pong"
+    (span,) = spans_when(exporter, 1)
+    assert span.kind == SpanKind.CLIENT and span.status.status_code != trace.StatusCode.ERROR
