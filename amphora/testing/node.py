@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import random
 import resource
 import shutil
 import signal
@@ -34,10 +35,25 @@ class RabbitNodeError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port nothing listens on right now, below the kernel's range of local ports for outgoing
+    connections: a node restarted on it finds it free, even with other processes connecting meanwhile (one
+    of their connections could take a port of that range while the node is down)."""
+    first_outgoing = _first_outgoing_port()
+    for _ in range(200):
+        port = random.randint(max(1024, first_outgoing - 12_000), first_outgoing - 1)
+        if _port_is_free(port):
+            return port
+    with socket.socket() as sock:  # all taken: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _first_outgoing_port() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _port_is_free(port: int) -> bool:
