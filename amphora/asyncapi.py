@@ -222,7 +222,7 @@ def asyncapi_document(server: AmqpRpcServer, brokers: Sequence[ConnectionParamet
                 "title": "Replies",
                 "description": (
                     f"Replies, published to the exchange {topology.response_exchange} with the caller's reply_to as "
-                    f"routing key; the caller reads them from its queue {topology.reply_queue('{client}')}."
+                    "routing key; the caller reads them from a queue it bound to that exchange with its id."
                 ),
                 "parameters": {"client": {"description": "the calling client's id (its reply_to)"}},
                 "messages": replies,

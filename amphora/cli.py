@@ -64,7 +64,7 @@ BROKER_CHECK_INTERVAL = 1.0
 URL_HELP = f"broker URL (default: ${ENVIRONMENT_VARIABLE}, else amqp://guest:guest@127.0.0.1:5672/)"
 MANAGEMENT_NOTE = (
     "note: AMQP 0-9-1 cannot list queues (that needs the management plugin): per-key request queues, fanout "
-    "server queues and client reply queues are shown only when named with --queue, --server or --client"
+    "server queues and reply queues are shown only when named with --queue, --server or --reply-queue"
 )
 
 
@@ -366,7 +366,7 @@ def service_entities(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         ("refused requests", "queue", topology.dead_queue),
         *((f"request queue {label!r}", "queue", topology.request_queue(label)) for label in args.queue),
         *((f"fanout queue of {name!r}", "queue", topology.fanout_queue(name)) for name in args.server),
-        *((f"reply queue of {uuid}", "queue", topology.reply_queue(uuid)) for uuid in args.client),
+        *(("reply queue", "queue", name) for name in args.reply_queue),
     ]
 
 
@@ -621,7 +621,7 @@ examples:
   amphora inspect math
   amphora inspect jobs --queue gpu --queue cpu
   amphora inspect workers --server host1.4242.ab12cd
-  amphora inspect math --client 0f3c9a...   # a client's reply queue, by the client's uuid
+  amphora inspect math --reply-queue rpc_replies_0f3c9a...   # a reply queue (a client's reply_queue)
 """
 
 DEAD_EPILOG = """\
@@ -757,7 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("service", help="the service name")
     inspect.add_argument("--queue", action="append", default=[], metavar="LABEL", help="a per-key request queue")
     inspect.add_argument("--server", action="append", default=[], metavar="NAME", help="a fanout server's queue")
-    inspect.add_argument("--client", action="append", default=[], metavar="UUID", help="a client's reply queue")
+    inspect.add_argument(
+        "--reply-queue", action="append", default=[], metavar="NAME", help="a reply queue (a client's reply_queue)"
+    )
     inspect.add_argument("--url", help=URL_HELP)
     add_log_level(inspect, "CRITICAL")
 

@@ -1,8 +1,9 @@
 """AmqpRpcClient: calls the functions of a service, blocking (``call``) or not (``defer``).
 
 Requests go through the outbox (kept until the broker confirms them, published again after a reconnect)
-as persistent, mandatory messages whose expiration is the call's timeout. Replies come to the client's own
-durable reply queue, which outlives a lost connection; replies nobody waits for any more are dropped.
+as persistent, mandatory messages whose expiration is the call's timeout. Replies come to the durable reply
+queue that the clients of the process share (:mod:`amphora.replies`), which outlives a lost connection;
+replies nobody waits for any more are dropped.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ import uuid as uuid_module
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import gevent
 from gevent.event import AsyncResult, Event
 
 from . import exiting
 from .amqp import Connection, Message
-from .amqp.errors import AMQPError
 from .compression import (
     DEFAULT_MAX_SIZE,
     DEFAULT_THRESHOLD,
@@ -36,7 +35,6 @@ from .exceptions import (
     WrongRequest,
     WrongResult,
 )
-from .link import queue_exists
 from .metrics import Metrics, report_call
 from .pending import PendingCall, PendingCalls, publish_error
 from .protocol import (
@@ -53,6 +51,7 @@ from .protocol import (
     request_properties,
 )
 from .pubsub import PubSub
+from .replies import REPLY_PREFETCH, shared_replies
 from .request_queues import RequestQueues
 from .threaded import AnyThread
 from .topology import DEFAULT_ROUTING_KEY, ServiceTopology
@@ -62,7 +61,6 @@ from .transport import Transport
 log = logging.getLogger(__name__)
 
 Tuner = Callable[[tuple[Any, ...], dict[str, Any]], "str | dict[str, str]"]
-REPLY_PREFETCH = 1000
 _AMPHORA_ERRORS: dict[str, type[AmphoraError]] = {WRONG_REQUEST: WrongRequest, HANDLER_TIMEOUT: HandlerTimeout}
 """The exception for each ``x-amphora-error`` header value of a reply."""
 CALL_OPTIONS = frozenset({"timeout", "routing_key", "priority", "headers"})
@@ -172,14 +170,14 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
             max_priority=max_priority,
             queue_type=queue_type,
         )
-        self.reply_queue = self.topology.reply_queue(self.uuid)
         self._pending = PendingCalls(self._no_broker)
         self._tuners: dict[str, Tuner] = {}
         self._stopped = Event()
+        parameters = broker_parameters(url, urls, **connection_options)
         self.transport = transport = Transport(
-            broker_parameters(url, urls, **connection_options),
+            parameters,
             f"{service_name} client",
-            prefetch=REPLY_PREFETCH,
+            prefetch=REPLY_PREFETCH,  # for subscriptions
             outbox_limit=outbox_limit,
             outbox_block=outbox_block,
         )
@@ -190,10 +188,12 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         if not self.fanout:  # calls made before any server starts wait in the service's queue
             shared += self.topology.default_request_queue()
         transport.declare(shared)
-        transport.consumer.declare(self.topology.client_reply_queue(self.uuid))
-        transport.consumer.on_connected(self._check_reply_queue)
+        own_queue = self.topology.own_reply_queue(uuid) if uuid else None
+        self._replies = shared_replies(parameters, self.topology, own_queue)
+        self.reply_queue = self._replies.queue
+        """The reply queue this client shares with the others of its process (:mod:`amphora.replies`)."""
+        self._replies.add(self)
         transport.publisher.on_connected(self._wait_for_reply_queue)
-        transport.consumer.add_consumer(self.reply_queue, self._on_reply, on_cancel=self._on_reply_queue_cancelled)
         self.call = Caller(self._any_thread("call", self._call), CALL_OPTIONS)
         self.defer = Caller(self._any_thread("defer", self._defer), CALL_OPTIONS | {"wait_publish"})
         self.cast = Caller(self._any_thread("cast", self._cast), CALL_OPTIONS)
@@ -210,7 +210,14 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         """
         self._stopped.clear()
         exiting.running(self)
-        self.transport.start("calling")
+        self._replies.start(self)
+        started = time.monotonic()
+        try:
+            self.transport.start("calling")
+            self._replies.wait_tried(started)
+        except BaseException:
+            self._replies.stop(self)
+            raise
         if not nowait:
             self._stopped.wait()
 
@@ -220,7 +227,14 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         exiting.stopped(self)
         self._stop_twin()
         self.transport.stop()
+        self._replies.stop(self)
         self._stopped.set()
+
+    def stop_consumer(self) -> None:
+        """Disconnect the consuming side; replies wait in the reply queue unless another client of the process
+        keeps consuming it (it then hands them to this client)."""
+        self._replies.stop(self)
+        super().stop_consumer()
 
     def _stop_at_exit(self, timeout: float) -> None:
         """At interpreter exit (:mod:`amphora.exiting`): wait up to ``timeout`` seconds for the broker to
@@ -394,9 +408,9 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
 
     # --- replies (reader greenlet) -------------------------------------------------------------
 
-    def _on_reply(self, message: Message) -> None:
-        """A reply from the service's reply exchange, or one of our requests dead-lettered back unanswered;
-        anything else in the reply queue (published there by someone else) is dropped."""
+    def on_reply(self, message: Message) -> None:
+        """A reply from the service's reply exchange, or one of our requests dead-lettered back unanswered
+        (from :mod:`amphora.replies`, which acknowledges it after)."""
         properties = message.properties
         headers = properties.headers or {}
         died = death(headers) if message.exchange == self.topology.dead_exchange else None
@@ -412,10 +426,6 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
                 value, error = self._decode(message)
                 if pending.add_reply(str(headers.get(HEADER_SERVER, "")), value, error):
                     self._pending.pop(request_id)
-        try:
-            message.ack()
-        except AMQPError:
-            pass  # redelivered after reconnect, then dropped as already answered
 
     def _decode(self, message: Message) -> tuple[Any, BaseException | None]:
         properties = message.properties
@@ -430,20 +440,13 @@ class AmqpRpcClient(PubSub, RequestQueues, AnyThread):
         except WrongResult as exc:
             return None, exc
 
-    def _fail_all_pending(self, error_text: str) -> None:
+    def has_pending_calls(self) -> bool:
+        return bool(self._pending)
+
+    def fail_pending_calls(self, error_text: str) -> None:
         for request_id in list(self._pending):
             self._settle(request_id, error=ReplyQueueLost(error_text))
 
-    def _on_reply_queue_cancelled(self, consumer_tag: str) -> None:
-        self._fail_all_pending(f"the reply queue {self.reply_queue} was deleted while calls waited on it")
-        gevent.spawn(self.transport.consumer.reset)  # declare it again and consume anew
-
-    def _check_reply_queue(self, connection: Connection) -> None:
-        """On reconnect with calls pending: fail them at once if the reply queue vanished meanwhile (not on
-        the first connection, which declares it: calls made before wait for it)."""
-        if self._pending and self.transport.consumer.generation and not queue_exists(connection, self.reply_queue):
-            self._fail_all_pending(f"the reply queue {self.reply_queue} expired while the client was away")
-
     def _wait_for_reply_queue(self, connection: Connection) -> None:
-        """Publish requests only once the reply queue exists, or their replies would be unroutable."""
-        self.transport.consumer.ready.wait()
+        """Publish requests only once the reply queue is bound, or their replies would be unroutable."""
+        self._replies.link.ready.wait()

@@ -14,6 +14,7 @@ connection, a heartbeat missed, or the broker blocking publication (``connection
 from __future__ import annotations
 
 import enum
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import gevent
 from gevent.lock import Semaphore
 
 from .amqp import Connection, ConnectionParameters, open_connection
+from .amqp.errors import AMQPError
 
 LINKS_PER_CONNECTION = 64
 """Links at most on one shared connection (each has a channel, and may keep a few for operations)."""
@@ -50,6 +52,8 @@ class _Broker:
 
     opening: Semaphore = field(default_factory=Semaphore)
     connections: list[_Shared] = field(default_factory=list)
+    failure: AMQPError | None = None
+    failed_at: float = 0.0
 
 
 OpenConnection = Callable[[ConnectionParameters], Connection]
@@ -66,13 +70,21 @@ class SharedConnections:
 
     def lease(self, parameters: ConnectionParameters, role: Role) -> Connection:
         """An open connection to ``parameters``' broker for ``role``: one with room, or a new one (opened by
-        one link at a time: the others wait and share it). Raises what opening raises."""
+        one link at a time: the others wait and share it). Raises what opening raises; links that waited for
+        an attempt that failed get its error too, rather than each waiting for an attempt of its own."""
         broker = self._brokers.setdefault((parameters, id(parameters.ssl_context), role), _Broker())
+        asked = time.monotonic()
         with broker.opening:
             broker.connections = [s for s in broker.connections if s.connection.is_open]
             shared = next((s for s in broker.connections if not s.full and s.leases < self.limit), None)
             if shared is None:
-                shared = _Shared(self._open(parameters))
+                if broker.failure is not None and broker.failed_at >= asked:
+                    raise broker.failure  # the attempt this link waited for failed: not one more wait in turn
+                try:
+                    shared = _Shared(self._open(parameters))
+                except AMQPError as exc:
+                    broker.failure, broker.failed_at = exc, time.monotonic()
+                    raise
                 broker.connections.append(shared)
                 self._leased[shared.connection] = shared
             shared.leases += 1

@@ -4,7 +4,8 @@ Each key is due a fixed ``lifetime`` after it was added. Keys of the same lifeti
 were added, so each lifetime keeps its keys in an insertion-ordered dict whose first entry is its next due:
 a dict entry per key, and one wake-up for all. The caller passes the time and owns the timer: :meth:`add`
 says when to arm it, :meth:`expire` (when it fires) what is due and when to arm it again. A wake-up stays
-armed when its keys are removed first, so that keys added one after the other share it.
+armed when its keys are removed first, so that keys added one after the other share it, until the caller
+disarms it when no key is left.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Deadlines:
         keys.pop(key, None)
         if not keys:
             del self._by_lifetime[lifetime]
+
+    def disarm(self) -> None:
+        """The caller closed its timer (nothing was left to wait for): the next :meth:`add` arms one."""
+        self._wakeup = INFINITY
 
     def expire(self, now: float) -> tuple[list[str], float | None]:
         """The wake-up fired at ``now``: the keys due by then, forgotten (in deadline order within a lifetime),

@@ -243,7 +243,7 @@ class Link:
             finally:
                 self._operation_turns.release()
             retries += 1
-            pause = min(MAX_BACKOFF, 0.01 * 2**retries, MAX_BACKOFF if left is None else left)
+            pause = min(MAX_BACKOFF, 0.01 * 2 ** min(retries, 8), MAX_BACKOFF if left is None else left)
             if limited:  # the broker allows fewer channels: wait for one to come back (or for others to close)
                 self._channel_returned.clear()
                 self._channel_returned.wait(min(pause, CHANNEL_WAIT))

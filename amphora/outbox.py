@@ -183,6 +183,13 @@ class Outbox:
             self._wants_every_frame.reads_may_wait(self)
             self._wants_every_frame = None
 
+    def stop_waiting(self) -> None:
+        """The link stopped: the connection it leaves (which others may share) need not read every frame at
+        once for this outbox any more (the confirms of what it holds come after the next start)."""
+        if self._wants_every_frame is not None:
+            self._wants_every_frame.reads_may_wait(self)
+            self._wants_every_frame = None
+
     def _reconnect_after_nack(self, generation: int) -> None:
         """Reconnect if still on the connection ``generation`` that nacked. If the link reconnected meanwhile
         (or is reconnecting: not ready), the replay sends the nacked messages again, and a nack on the new

@@ -154,6 +154,10 @@ class PendingCalls:
         call = self._calls.pop(request_id, None)
         if call is not None and call.lifetime is not None:
             self._deadlines.remove(request_id, call.lifetime)
+            if not self._calls and self._timer is not None:  # the timer would keep the client alive until it fires
+                self._timer.close()
+                self._timer = None
+                self._deadlines.disarm()
         return call
 
     def _arm(self, wakeup: float) -> None:

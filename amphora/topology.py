@@ -6,8 +6,9 @@
 - ``rpc_{service}_events``: the topic exchange of published events; ``rpc_{service}_events_{id}`` the queue
   of one subscription.
 - ``rpc_{service}_queue_{label}``: per-key request queues, bound with routing key ``label`` unless given.
-- ``rpc_{service}_response``: the reply exchange (direct); a client's reply queue is
-  ``rpc_{service}_{uuid}_response``, bound with routing key ``uuid``.
+- ``rpc_{service}_response``: the reply exchange (direct); a client's replies are routed with its ``uuid``
+  to the reply queue it shares with the other clients of its process, ``rpc_replies_{id}``, or for a client
+  given a fixed uuid to its own, ``rpc_{service}_{uuid}_response`` (:mod:`amphora.replies`).
 - ``rpc_{service}_dead``: the dead-letter exchange (headers). Requests that expire in a queue are
   dead-lettered there by the broker and reach their caller's reply queue through a binding on the
   ``amphora-client`` header; requests a server refuses go to the queue of the same name.
@@ -15,14 +16,16 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from .amqp import Channel
 from .amqp.errors import PreconditionFailed
-from .protocol import HEADER_CLIENT, HEADER_DEAD, REFUSED
+from .protocol import HEADER_DEAD, REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +82,53 @@ class Binding:
     queue: str
     exchange: str
     routing_key: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Compared (two bindings differing only by their header match are two bindings), not hashed."""
 
     def declare(self, channel: Channel) -> None:
         channel.queue_bind(self.queue, self.exchange, self.routing_key, self.arguments or None)
 
 
-Declaration = Exchange | Queue | Binding
+Entity = Exchange | Queue | Binding
+
+
+class DeclarationSet:
+    """Declarations that come and go, each counted by the users that need it, declared together: one entry in
+    a link's topology for a set that may hold thousands (the bindings of a shared reply queue)."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[Entity] = collections.Counter()
+        self._channel: Channel | None = None
+        self._declared: set[Entity] = set()  # on _channel
+
+    def __contains__(self, declaration: object) -> bool:
+        return declaration in self._counts
+
+    def add(self, declarations: Sequence[Entity]) -> list[Entity]:
+        """Count one more user of each; returns those no user needed before."""
+        new = [declaration for declaration in declarations if self._counts[declaration] == 0]
+        self._counts.update(declarations)
+        return new
+
+    def remove(self, declarations: Sequence[Entity]) -> list[Entity]:
+        """Count one user less of each; returns those no user needs any more (no longer declared)."""
+        self._counts.subtract(declarations)
+        unneeded = [declaration for declaration in declarations if self._counts[declaration] <= 0]
+        for declaration in unneeded:
+            self._counts.pop(declaration, None)
+        return unneeded
+
+    def declare(self, channel: Channel) -> None:
+        """Declare on ``channel`` those not yet declared on it (also those added meanwhile)."""
+        if channel is not self._channel:
+            self._channel, self._declared = channel, set()
+        while new := [declaration for declaration in list(self._counts) if declaration not in self._declared]:
+            for declaration in new:
+                declaration.declare(channel)
+                self._declared.add(declaration)
+
+
+Declaration = Exchange | Queue | Binding | DeclarationSet
 
 
 @dataclass(frozen=True)
@@ -138,7 +181,8 @@ class ServiceTopology:
     def request_queue(self, label: str) -> str:
         return f"rpc_{self.service}_queue_{label}"
 
-    def reply_queue(self, client_id: str) -> str:
+    def own_reply_queue(self, client_id: str) -> str:
+        """The reply queue of a client given a fixed uuid (the others share one per process)."""
         return f"rpc_{self.service}_{client_id}_response"
 
     @property
@@ -213,12 +257,3 @@ class ServiceTopology:
         that long after its subscriber stopped consuming it."""
         arguments = {} if expires_ms is None else {"x-expires": expires_ms}
         return [self._queue(queue, arguments), Binding(queue, self.events_exchange, pattern)]
-
-    def client_reply_queue(self, client_id: str) -> list[Declaration]:
-        """A client's durable reply queue, which expires when unused, and its two bindings."""
-        name = self.reply_queue(client_id)
-        return [
-            self._queue(name, {"x-expires": self.reply_queue_expires_ms}),
-            Binding(name, self.response_exchange, client_id),
-            Binding(name, self.dead_exchange, arguments={"x-match": "all", HEADER_CLIENT: client_id}),
-        ]

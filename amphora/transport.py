@@ -77,6 +77,7 @@ class Transport:
     def stop(self) -> None:
         """Disconnect both links, publishing side first; the outbox keeps what is unconfirmed."""
         self.publisher.stop()
+        self.outbox.stop_waiting()
         self.consumer.stop()
 
     def unreachable(self) -> str | None:

@@ -228,7 +228,7 @@ def test_inspect_shows_what_exists_with_counts(capsys, amqp_url, service, make_c
     for n in range(2):
         client.defer(wait_publish=True).add(n, n)
     status, out, err = run_main(
-        capsys, "inspect", service, "--queue", "gpu", "--client", client.uuid, "--url", amqp_url
+        capsys, "inspect", service, "--queue", "gpu", "--reply-queue", client.reply_queue, "--url", amqp_url
     )
     assert status == 0
     rows = table_rows(out)
@@ -237,7 +237,7 @@ def test_inspect_shows_what_exists_with_counts(capsys, amqp_url, service, make_c
     assert rows[("exchange", f"rpc_{service}_request")] == ["exists", "-", "-"]
     assert rows[("exchange", f"rpc_{service}_events")] == ["exists", "-", "-"]
     assert rows[("queue", f"rpc_{service}_queue_gpu")] == ["missing", "-", "-"]
-    assert rows[("queue", f"rpc_{service}_{client.uuid}_response")] == ["exists", "0", "1"]
+    assert rows[("queue", client.reply_queue)] == ["exists", "0", "1"]
     assert "management plugin" in err
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
 import pytest
 
@@ -63,15 +65,24 @@ def test_an_earlier_deadline_rearms_the_timer():
     assert list(calls) == ["late"]
 
 
-def test_calls_one_after_the_other_share_one_timer_that_keeps_no_hub_busy():
+def test_overlapping_calls_share_one_timer_that_keeps_no_hub_busy_and_goes_when_none_waits():
     calls = PendingCalls()
     calls.add("1", PendingCall("f", 30))
     timer = calls._timer
-    calls.pop("1")
     calls.add("2", PendingCall("f", 30))  # due later than the armed timer: no new timer
-    calls.pop("2")
+    calls.pop("1")
     assert calls._timer is timer
     assert not timer.ref  # an idle client's timer does not keep gevent's hub running
+    calls.pop("2")
+    assert calls._timer is None and not timer.active  # else the hub keeps the calls, and their client, until it fires
+    alive = weakref.ref(calls)
+    del calls, timer
+    gc.collect()
+    assert alive() is None
+    again = PendingCalls()
+    again.add("3", PendingCall("f", 0.05))  # a new timer is armed for the next call
+    with pytest.raises(NoResult):
+        again.get("3").result.get(timeout=5)  # type: ignore[union-attr]
 
 
 def test_a_timer_firing_with_nothing_due_leaves_the_later_calls_pending():

@@ -183,3 +183,23 @@ def test_a_queue_created_here_and_removed_elsewhere_is_a_value_error(make_server
     assert client.call(routing_key="alice", timeout=20).whoami("alice") == "alice"
     receiver.stop()
     assert receiver.wait(timeout=10)
+
+
+def test_an_operation_keeps_waiting_for_a_channel_past_a_thousand_retries(make_client, monkeypatch):
+    """The backoff of an operation that finds no free channel stays bounded however long it waits."""
+    from amphora import link as link_module
+    from amphora.amqp.errors import ChannelLimitReached
+
+    client = make_client()
+    publisher = client.transport.publisher
+    monkeypatch.setattr(link_module, "CHANNEL_WAIT", 0.0)
+    refusals = iter(range(1100))
+    operate = publisher._operate
+
+    def no_channel_for_a_while(operation: Callable[[Channel], Any]) -> Any:
+        if next(refusals, None) is not None:
+            raise ChannelLimitReached("all channels in use")
+        return operate(operation)
+
+    monkeypatch.setattr(publisher, "_operate", no_channel_for_a_while)
+    assert publisher.execute(lambda channel: "done", timeout=60) == "done"

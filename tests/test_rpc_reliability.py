@@ -107,7 +107,9 @@ def test_vanished_reply_queue_fails_pending_calls_at_once(amqp_url, service):
     connection.channel().queue_delete(client.reply_queue)
     with pytest.raises(ReplyQueueLost, match="deleted"):
         result.get(timeout=5)
-    wait_until(lambda: queue_exists(connection, client.reply_queue))  # the client declares it again
+    # the client declares it again, binds it, then consumes it
+    wait_until(lambda: queue_exists(connection, client.reply_queue))
+    wait_until(lambda: connection.channel().queue_declare(client.reply_queue, passive=True).consumer_count == 1)
     server.add_function(lambda x: x, name="echo")
     assert client.call.echo(7) == 7  # the client declared its reply queue again and goes on
     client.stop()
