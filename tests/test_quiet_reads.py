@@ -173,3 +173,14 @@ def test_a_stopping_server_gets_its_held_reply_confirms_and_acks_every_request(
         server.stop()
     with connect(amqp_url) as conn:
         assert conn.channel().queue_declare(f"rpc_{service}_request", passive=True).message_count == 0
+
+
+def test_a_stopped_client_leaves_its_shared_connection_free_to_hold(make_client):
+    stopping, staying = make_client(), make_client()
+    connection = staying.transport.publisher.connection
+    assert stopping.transport.publisher.connection is connection  # they share it
+    stopping.transport.outbox._want_every_frame(connection)  # as while a cast of its awaits its confirm
+    stopping.stop()
+    connection.reads.read_since_release = True
+    connection.reads.hold()  # for the confirms of the client that stays
+    assert connection.reads.held
