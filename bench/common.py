@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import math
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from amphora.testing import RabbitNode
 
@@ -24,6 +29,44 @@ def broker(url: str | None) -> Iterator[str]:
     print("starting a private RabbitMQ node...", file=sys.stderr, flush=True)
     with RabbitNode() as node:
         yield node.url
+
+
+def broker_cpu(url: str) -> Callable[[], float] | None:
+    """A function giving the CPU seconds used so far by the RabbitMQ node on this machine that listens on
+    ``url``'s port (found by its ``RABBITMQ_NODE_PORT``, as private nodes have it); None if there is none."""
+    port = f"RABBITMQ_NODE_PORT={urlsplit(url).port or 5672}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            beam = (proc / "comm").read_text().strip() == "beam.smp"
+            if beam and port in (proc / "environ").read_bytes().split(b"\0"):
+                return functools.partial(_cpu_seconds, proc / "stat")
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class Result(NamedTuple):
+    calls: float
+    """calls/s"""
+    broker_us: float
+    """the broker's CPU per call, µs (NaN if its node was not found)"""
+
+    def __str__(self) -> str:
+        return f"{number(self.calls)} calls/s, broker {number(self.broker_us)} us/call"
+
+
+def timed(url: str, run: Callable[[], tuple[float, int]]) -> Result:
+    """``run()`` (calls/s and calls made), with the broker's CPU meanwhile."""
+    cpu = broker_cpu(url)
+    before = cpu() if cpu else math.nan
+    rate, calls = run()
+    after = cpu() if cpu else math.nan
+    return Result(rate, (after - before) / calls * 1e6 if calls else math.nan)
 
 
 def medians(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:

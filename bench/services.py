@@ -1,13 +1,16 @@
 """Many services in one process: calls/s of N services served by one process against one service.
 
     python -m bench.services [--services 200] [--runs 3] [--seconds 5] [--in-flight 200] [--transient]
-                             [--url URL] [--quick]
+                             [--floor] [--url URL] [--quick]
 
 One child process serves the services (``python -m bench.services serve URL PREFIX N``); this process holds
 one client per service and keeps ``--in-flight`` calls outstanding in all, spread over the services in turn
 (as W2 of ``bench.rpc`` does for one). Each run measures one service and N services, alternately; the table
 gives the medians and the ratio (issue 26's target: N services >= 0.8x one). With ``--transient``, requests
 and replies are not persistent (``persistent=False`` on both sides): the broker then writes nothing to disk.
+With ``--floor``, each run also measures the same calls made with nothing but the AMQP layer, every channel
+and the reply queue shared (:mod:`bench.services_floor`): the ratio the broker itself allows. On a private
+node (no ``--url``), the broker's CPU per call is given too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import itertools
 import statistics
 import sys
 import uuid
+from collections.abc import Callable
 from time import perf_counter
 
 import gevent
@@ -24,7 +28,8 @@ from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
 from amphora import AmqpRpcClient, AmqpRpcServer
-from bench.common import add_run_options, broker, environment, number, render
+from bench import services_floor
+from bench.common import Result, add_run_options, broker, environment, number, render, timed
 from bench.driver import DEADLINE, start_process, stop_process
 
 
@@ -39,7 +44,7 @@ def serve(url: str, prefix: str, count: int, persistent: bool) -> None:
     gevent.joinall([gevent.spawn(server.stop) for server in servers])
 
 
-def calls_per_second(url: str, count: int, seconds: float, in_flight: int, persistent: bool) -> float:
+def calls_per_second(url: str, count: int, seconds: float, in_flight: int, persistent: bool) -> Result:
     """Start ``count`` services in a child process and call them from here for ``seconds``."""
     prefix = f"bench-services-{uuid.uuid4().hex[:6]}-"
     process = start_process(
@@ -49,13 +54,17 @@ def calls_per_second(url: str, count: int, seconds: float, in_flight: int, persi
     gevent.joinall(starting, raise_error=True)
     clients = [g.value for g in starting]
     try:
-        return _call_in_turn(clients, seconds, in_flight)
+        return timed(url, lambda: _call_in_turn(clients, seconds, in_flight))
     finally:
         gevent.joinall([gevent.spawn(client.stop) for client in clients])
         stop_process(process)
 
 
-def _call_in_turn(clients: list[AmqpRpcClient], seconds: float, in_flight: int) -> float:
+Measure = Callable[[str, int, float, int, bool], Result]
+
+
+def _call_in_turn(clients: list[AmqpRpcClient], seconds: float, in_flight: int) -> tuple[float, int]:
+    """Calls/s, and the calls made (the ones still outstanding at the end included)."""
     slots, done, errors = Semaphore(in_flight), Event(), []
     settled = 0
 
@@ -80,7 +89,7 @@ def _call_in_turn(clients: list[AmqpRpcClient], seconds: float, in_flight: int) 
             raise RuntimeError(f"calls did not finish within {DEADLINE} s")
     if errors:
         raise RuntimeError(f"calls failed: {errors[0]} ({len(errors)} errors)")
-    return counted / elapsed
+    return counted / elapsed, n
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,20 +99,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of calls per measurement")
     parser.add_argument("--in-flight", type=int, default=200, help="calls outstanding in all")
     parser.add_argument("--transient", action="store_true", help="requests and replies not persistent")
+    parser.add_argument("--floor", action="store_true", help="also the same calls with the AMQP layer alone")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs or 3
     seconds = 1.0 if args.quick else args.seconds
     counts = (1, args.services)
-    found: dict[int, list[float]] = {count: [] for count in counts}
+    clients: dict[str, Measure] = {"amphora": calls_per_second}
+    if args.floor:
+        clients["floor"] = services_floor.calls_per_second
+    found: dict[tuple[str, int], list[Result]] = {(c, n): [] for c in clients for n in counts}
     with broker(args.url) as url:
         for run in range(runs):
             for count in counts if run % 2 == 0 else counts[::-1]:
-                found[count].append(calls_per_second(url, count, seconds, args.in_flight, not args.transient))
-                print(f"run {run + 1}: {count} services: {number(found[count][-1])} calls/s", file=sys.stderr)
-    one, many = (statistics.median(found[count]) for count in counts)
+                for client, measure in clients.items():
+                    result = measure(url, count, seconds, args.in_flight, not args.transient)
+                    found[client, count].append(result)
+                    print(f"run {run + 1}: {client}, {count} services: {result}", file=sys.stderr)
     print(environment())
-    rows = [["1 service", number(one), ""], [f"{args.services} services", number(many), f"{many / one:.2f}x"]]
-    print(render(["served by one process", "calls/s", "ratio"], rows, left=1))
+    rows = []
+    for client in clients:
+        one, many = (statistics.median(r.calls for r in found[client, count]) for count in counts)
+        cpu_one, cpu_many = (statistics.median(r.broker_us for r in found[client, count]) for count in counts)
+        rows.append([client, "1 service", number(one), "", number(cpu_one)])
+        rows.append([client, f"{args.services} services", number(many), f"{many / one:.2f}x", number(cpu_many)])
+    print(render(["client", "served by one process", "calls/s", "ratio", "broker CPU us/call"], rows))
 
 
 if __name__ == "__main__":
