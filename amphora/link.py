@@ -1,5 +1,10 @@
 """Link: a channel that stays up, on a connection shared with the other links of the process.
 
+A publishing link's channel is its connection's main channel, shared with the other publishing links on that
+connection (:mod:`amphora.connections`); the link still has its own declarations, consumers, hooks, ready
+event, generation and operation channels. What the broker may refuse (declarations, passive checks) goes on a
+channel of the link's own, so that a refusal closes only that channel and stays that link's error.
+
 It connects to one of several broker URLs (taking a connection from :mod:`amphora.connections`), declares the
 registered topology and starts the registered consumers, and when its channel or the connection dies it
 sets up again (backoff with jitter). Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a
@@ -74,7 +79,9 @@ class Link:
     """One auto-reconnecting channel, its topology and its consumers, on a connection it shares with the
     other links of the process that go to the same broker in the same role (:mod:`amphora.connections`).
 
-    A link with ``confirm`` publishes (with publisher confirms); one without consumes.
+    A link with ``confirm`` publishes (with publisher confirms), on the main channel of its connection, shared
+    with the other publishing links there, unless :meth:`isolate` asks for one of its own; one without
+    consumes, on a channel of its own.
     """
 
     def __init__(
@@ -92,6 +99,11 @@ class Link:
         self._prefetch = prefetch
         self._confirm = confirm
         self._role = Role.PUBLISH if confirm else Role.CONSUME
+        self.shares_channel = confirm
+        """Whether the link uses its connection's main channel (unless :attr:`alone`)."""
+        self.alone = False
+        """Whether the link, which could share, has a channel of its own (see :meth:`isolate`)."""
+        self._on_main = False  # whether ``channel`` is the connection's shared main channel
         self._connections = connections or shared_connections()
         self._declarations: list[Declaration] = []
         self._consumers: dict[int, _Consumer] = {}
@@ -136,8 +148,7 @@ class Link:
         channel = self._live_channel()
         if channel is not None:
             try:
-                for declaration in new:
-                    declaration.declare(channel)
+                self._set_up(channel, lambda setup: [declaration.declare(setup) for declaration in new])
             except ChannelClosed:
                 self.forget(new)
                 raise
@@ -201,6 +212,18 @@ class Link:
     def _live_channel(self) -> Channel | None:
         channel = self.channel
         return channel if self.ready.is_set() and channel is not None and channel.is_open else None
+
+    def _set_up(self, channel: Channel, work: Callable[[Channel], object]) -> None:
+        """Run ``work`` (declarations) on the link's channel, or when that is the shared main channel on a
+        channel of its own, closed after: if the broker refuses, it closes only that one."""
+        if not self._on_main:
+            work(channel)
+            return
+        setup = channel.connection.channel()
+        try:
+            work(setup)
+        finally:
+            _close_quietly(setup)
 
     def _start_consumer(self, channel: Channel, consumer: _Consumer) -> None:
         # basic.qos without global applies to the consumers started after it on the channel (global qos
@@ -320,9 +343,23 @@ class Link:
         return None
 
     def reset(self) -> None:
-        """Drop the channel and set everything up again (e.g. after the broker cancelled a consumer)."""
-        if self.channel is not None:
-            _close_quietly(self.channel)  # its close callback wakes the link, which sets up a new one
+        """Set the link up again (e.g. after the broker cancelled a consumer, or nacked a publish): declare,
+        start the consumers, a new generation, the ``on_ready`` hooks. A channel of the link's own is closed
+        first (its unacknowledged deliveries go back to their queues); the shared main channel stays open for
+        the other links on it: the link leaves it and takes it again."""
+        self.ready.clear()
+        self._lost.set()  # the link's greenlet gives the channel and the connection back and sets up again
+
+    def isolate(self, alone: bool) -> None:
+        """Publish on a channel of the link's own (``alone``), or again on the shared main channel: a link
+        that found the broker refusing one of its publishes probes alone, so that the refusals it causes close
+        no channel of other links. A link on the other kind of channel sets up again (:meth:`reset`); one that
+        shares no channel ignores this."""
+        if not self.shares_channel or alone == self.alone:
+            return
+        self.alone = alone
+        if self.channel is not None and self._on_main == alone:
+            self.reset()
 
     def stop(self) -> None:
         """Close the link's channels, give its connection back, and stop reconnecting."""
@@ -337,10 +374,16 @@ class Link:
         """Close the link's channels (unacknowledged deliveries go back to their queues) and give the connection
         back; whoever comes second finds nothing to do."""
         connection, channels = self.connection, [self.channel, *self._operation_channels]
+        if self._on_main:  # the others on it keep it open
+            channels[0] = None
         self.connection, self.channel, self._operation_channels = None, None, []
         if connection is None:
             return
         try:
+            if self._on_main:
+                self._on_main = False
+                with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    self._connections.release_channel(connection, self)
             if connection.is_open:
                 with gevent.Timeout(CLOSE_TIMEOUT, False):
                     for channel in channels:
@@ -379,25 +422,19 @@ class Link:
         try:
             connection = self.connection = self._connections.lease(parameters, self._role)
             try:
-                channel = self.channel = connection.channel()
+                channel = self._open_channel(connection)
             except ChannelLimitReached:  # the shared connection has no channel left: a new one has
                 self._connections.full(connection)
                 self._release_connection()
                 connection = self.connection = self._connections.lease(parameters, self._role)
-                channel = self.channel = connection.channel()
+                channel = self._open_channel(connection)
         finally:
             self._opening = None
-        channel.add_close_callback(self._on_lost)  # a lost connection closes its channels too
         for hook in self._on_connected:
             hook(connection)
-        if self._confirm:
-            channel.confirm_select()
         self._consumer_prefetch = 0
-        # Registrations made while this runs (each step yields) are caught by re-reading the registries.
-        declared = 0
-        while declared < len(self._declarations):
-            self._declarations[declared].declare(channel)
-            declared += 1
+        if self._declarations:
+            self._set_up(channel, self._declare_registered)
         started: set[int] = set()
         while pending := [(i, c) for i, c in list(self._consumers.items()) if i not in started]:
             for consumer_id, consumer in pending:
@@ -411,6 +448,26 @@ class Link:
             ready_hook(channel)
         self.ready.set()
         log.info("%s: connected to %s", self.name, parameters.url)
+
+    def _open_channel(self, connection: Connection) -> Channel:
+        """The link's channel on ``connection``: the shared main channel, or one of its own (with confirms on
+        if the link publishes). A lost connection closes its channels too: it reaches the link that way."""
+        if self.shares_channel and not self.alone:
+            self.channel = self._connections.lease_channel(connection, self, self._on_lost)
+            self._on_main = True
+            return self.channel
+        channel = self.channel = connection.channel()
+        channel.add_close_callback(self._on_lost)
+        if self._confirm:
+            channel.confirm_select()
+        return channel
+
+    def _declare_registered(self, channel: Channel) -> None:
+        """Declare the registered topology; declarations registered meanwhile (each step yields) too."""
+        declared = 0
+        while declared < len(self._declarations):
+            self._declarations[declared].declare(channel)
+            declared += 1
 
     def _drop_vanished(self, consumer_id: int, consumer: _Consumer) -> None:
         log.info("%s: queue %s is gone: its consumer ends", self.name, consumer.queue)
