@@ -94,7 +94,8 @@ class SharedConnections:
         broker = self._brokers.setdefault((parameters, id(parameters.ssl_context), role), _Broker())
         with broker.opening:
             broker.connections = [s for s in broker.connections if s.connection.is_open]
-            shared = next((s for s in broker.connections if not s.full and s.leases < self.limit), None)
+            # none that no link leases: its last link is closing it
+            shared = next((s for s in broker.connections if not s.full and 0 < s.leases < self.limit), None)
             if shared is None:
                 shared = _Shared(self._open(parameters), role)
                 broker.connections.append(shared)

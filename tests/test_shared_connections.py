@@ -9,7 +9,8 @@ import gevent
 import pytest
 
 from amphora import AmqpRpcClient, AmqpRpcServer
-from amphora.connections import LINKS_PER_CONNECTION
+from amphora.amqp import ConnectionParameters
+from amphora.connections import LINKS_PER_CONNECTION, Role, SharedConnections
 from amphora.testing import RabbitNode
 from helpers import wait_until
 
@@ -99,3 +100,24 @@ def test_a_connection_without_a_free_channel_sends_new_links_to_another(amqp_url
         for client in clients:
             client.stop()
         server.stop()
+
+
+class _SlowToClose:
+    """A connection whose close takes a while, as a real one waits for the broker's answer."""
+
+    is_open = True
+
+    def close(self, timeout: float) -> None:
+        gevent.sleep(0.01)
+        self.is_open = False
+
+
+def test_a_connection_its_last_link_is_closing_goes_to_no_new_link():
+    connections = SharedConnections(open=lambda parameters: _SlowToClose())  # type: ignore[arg-type,return-value]
+    parameters = ConnectionParameters.from_url("amqp://localhost/")
+    first = connections.lease(parameters, Role.PUBLISH)
+    closing = gevent.spawn(connections.release, first)
+    gevent.sleep(0)  # the last link gave it back: it is closing
+    second = connections.lease(parameters, Role.PUBLISH)
+    assert second is not first
+    closing.join()
