@@ -7,9 +7,10 @@ the same role share a connection: at most :data:`LINKS_PER_CONNECTION` links a c
 connections are bounded by the links divided by that. Consuming and publishing stay on different
 connections, as RabbitMQ advises (a publisher the broker throttles must not hold up deliveries).
 
-The publishing links of a connection also share its *main channel* (:meth:`SharedConnections.lease_channel`,
-in confirm mode), so that the publishes of many links go out on one channel, which costs the broker and both
-sides far less per message than a channel each; every link keeps its own confirms (one a message).
+The links of a connection also share its *main channel* (:meth:`SharedConnections.lease_channel`; in confirm
+mode on a publishing connection), so that the publishes, confirms, deliveries and acks of many links go out in
+few frames on one channel, which costs the broker and both sides far less per message than a channel each.
+Every link keeps its own confirms (one a message) and consumers (each with its own prefetch).
 
 A connection lives while one link leases it, its main channel while one link uses it. What happens to either
 happens to every link on it: a lost connection or main channel, a heartbeat missed, or the broker blocking

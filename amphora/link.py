@@ -1,9 +1,12 @@
 """Link: a channel that stays up, on a connection shared with the other links of the process.
 
-A publishing link's channel is its connection's main channel, shared with the other publishing links on that
-connection (:mod:`amphora.connections`); the link still has its own declarations, consumers, hooks, ready
-event, generation and operation channels. What the broker may refuse (declarations, passive checks) goes on a
-channel of the link's own, so that a refusal closes only that channel and stays that link's error.
+A link's channel is its connection's main channel, shared with the other links on that connection
+(:mod:`amphora.connections`); the link still has its own declarations, consumers, hooks, ready event,
+generation and operation channels. What the broker may refuse (declarations, the check that a queue to consume
+exists) goes on a channel of the link's own first, so that a refusal closes only that channel and stays that
+link's error; a link whose consumer the broker refuses on the shared channel all the same goes on alone
+(:meth:`Link.isolate`). A link that leaves a shared channel (stop, reset) cancels its consumers and hands
+back what they received and nobody acknowledged.
 
 It connects to one of several broker URLs (taking a connection from :mod:`amphora.connections`), declares the
 registered topology and starts the registered consumers, and when its channel or the connection dies it
@@ -13,11 +16,13 @@ declaration the broker refuses) are kept in ``setup_error`` so that whoever wait
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import gevent
@@ -79,9 +84,9 @@ class Link:
     """One auto-reconnecting channel, its topology and its consumers, on a connection it shares with the
     other links of the process that go to the same broker in the same role (:mod:`amphora.connections`).
 
-    A link with ``confirm`` publishes (with publisher confirms), on the main channel of its connection, shared
-    with the other publishing links there, unless :meth:`isolate` asks for one of its own; one without
-    consumes, on a channel of its own.
+    A link with ``confirm`` publishes (with publisher confirms); one without consumes. Either is on the main
+    channel of its connection, shared with the other links there, unless :meth:`isolate` asks for one of its
+    own.
     """
 
     def __init__(
@@ -99,10 +104,8 @@ class Link:
         self._prefetch = prefetch
         self._confirm = confirm
         self._role = Role.PUBLISH if confirm else Role.CONSUME
-        self.shares_channel = confirm
-        """Whether the link uses its connection's main channel (unless :attr:`alone`)."""
         self.alone = False
-        """Whether the link, which could share, has a channel of its own (see :meth:`isolate`)."""
+        """Whether the link has a channel of its own instead of the shared main channel (see :meth:`isolate`)."""
         self._on_main = False  # whether ``channel`` is the connection's shared main channel
         self._connections = connections or shared_connections()
         self._declarations: list[Declaration] = []
@@ -112,7 +115,8 @@ class Link:
         self._on_ready: list[ReadyHook] = []
         self.connection: Connection | None = None
         self.channel: Channel | None = None
-        self._consumer_prefetch = 0
+        self._tag_prefix = f"amphora.link{next(_link_numbers)}."  # its consumers' tags
+        self._tags = itertools.count(1)
         self.generation = 0
         self.ready = Event()
         self.setup_error: BaseException | None = None
@@ -226,15 +230,50 @@ class Link:
             _close_quietly(setup)
 
     def _start_consumer(self, channel: Channel, consumer: _Consumer) -> None:
+        """Consume with the consumer's prefetch; a consumer the broker refuses on the shared main channel sends
+        the link on alone (callers that can check the queue first: the broker would close the channel)."""
         # basic.qos without global applies to the consumers started after it on the channel (global qos
-        # is slower for the broker, and quorum queues refuse it)
+        # is slower for the broker, and quorum queues refuse it): each qos and its consume go together
         prefetch = consumer.prefetch or self._prefetch
-        if prefetch != self._consumer_prefetch:
-            channel.basic_qos(prefetch_count=prefetch)
-            self._consumer_prefetch = prefetch
-        consumer.tag = channel.basic_consume(
-            consumer.queue, consumer.on_message, no_ack=consumer.no_ack, on_cancel=consumer.on_cancel
-        )
+        qos = _channel_qos.setdefault(channel, _Qos())
+        try:
+            with qos.turn:
+                if prefetch != qos.prefetch:
+                    channel.basic_qos(prefetch_count=prefetch)
+                    qos.prefetch = prefetch
+                consumer.tag = channel.basic_consume(
+                    consumer.queue,
+                    consumer.on_message,
+                    no_ack=consumer.no_ack,
+                    consumer_tag=f"{self._tag_prefix}{next(self._tags)}",
+                    on_cancel=consumer.on_cancel,
+                )
+        except ChannelClosed:
+            if self._on_main:  # its retries must not close the channel under the others again
+                self.isolate(True)
+            raise
+
+    def _queue_there(self, channel: Channel, consumer: _Consumer) -> bool:
+        """At setup, whether a consumer's queue is there: an optional one's may be gone (False). On the shared
+        main channel, a missing one's (NotFound) is found on a channel of the link's own, which the broker
+        closes instead: a queue gone while the link was away does not close the channel under the others at
+        each retry."""
+        if consumer.optional:
+            return queue_exists(channel.connection, consumer.queue)
+        if self._on_main:
+            self._set_up(channel, lambda setup: setup.queue_declare(consumer.queue, passive=True))
+        return True
+
+    def _end_consumers(self, channel: Channel) -> None:
+        """Leaving a channel that stays open: cancel the link's consumers, and hand back what they (and those
+        removed before) received and nobody acknowledged, as closing the channel would."""
+        try:
+            for consumer in list(self._consumers.values()):
+                if consumer.tag is not None:
+                    channel.basic_cancel(consumer.tag)
+            channel.requeue_unacked(self._tag_prefix)
+        except AMQPError as exc:  # the channel ended meanwhile: the broker requeues them anyway
+            log.debug("%s: its consumers did not end cleanly: %s", self.name, exc)
 
     def execute(self, operation: Callable[[Channel], T], timeout: float | None = None) -> T:
         """Run ``operation(channel)`` once connected, and again if the connection is lost meanwhile.
@@ -351,11 +390,11 @@ class Link:
         self._lost.set()  # the link's greenlet gives the channel and the connection back and sets up again
 
     def isolate(self, alone: bool) -> None:
-        """Publish on a channel of the link's own (``alone``), or again on the shared main channel: a link
-        that found the broker refusing one of its publishes probes alone, so that the refusals it causes close
-        no channel of other links. A link on the other kind of channel sets up again (:meth:`reset`); one that
-        shares no channel ignores this."""
-        if not self.shares_channel or alone == self.alone:
+        """Use a channel of the link's own (``alone``), or again the shared main channel: a link that found
+        the broker refusing one of its publishes probes alone (its outbox says when it is done), and one whose
+        consumer the broker refused on the shared channel stays alone, so that the refusals it causes close no
+        channel of other links. A link on the other kind of channel sets up again (:meth:`reset`)."""
+        if alone == self.alone:
             return
         self.alone = alone
         if self.channel is not None and self._on_main == alone:
@@ -373,7 +412,7 @@ class Link:
     def _release_connection(self) -> None:
         """Close the link's channels (unacknowledged deliveries go back to their queues) and give the connection
         back; whoever comes second finds nothing to do."""
-        connection, channels = self.connection, [self.channel, *self._operation_channels]
+        connection, main, channels = self.connection, self.channel, [self.channel, *self._operation_channels]
         if self._on_main:  # the others on it keep it open
             channels[0] = None
         self.connection, self.channel, self._operation_channels = None, None, []
@@ -383,6 +422,8 @@ class Link:
             if self._on_main:
                 self._on_main = False
                 with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    if main is not None:
+                        self._end_consumers(main)
                     self._connections.release_channel(connection, self)
             if connection.is_open:
                 with gevent.Timeout(CLOSE_TIMEOUT, False):
@@ -407,6 +448,10 @@ class Link:
                 self._attempted.set()
                 self._lost.wait()
                 first = (index + 1) % len(self._parameters)
+            except ChannelLimitReached as exc:  # the shared connection has no channel left: the next lease
+                log.debug("%s: %s; leasing another connection", self.name, exc)  # gives another one
+                if self.connection is not None:
+                    self._connections.full(self.connection)
             except AMQPError as exc:
                 self.failures += 1
                 self._report_failure(parameters, exc)
@@ -421,25 +466,18 @@ class Link:
         self._opening, self._attempt_started = parameters.url, time.monotonic()
         try:
             connection = self.connection = self._connections.lease(parameters, self._role)
-            try:
-                channel = self._open_channel(connection)
-            except ChannelLimitReached:  # the shared connection has no channel left: a new one has
-                self._connections.full(connection)
-                self._release_connection()
-                connection = self.connection = self._connections.lease(parameters, self._role)
-                channel = self._open_channel(connection)
+            channel = self._open_channel(connection)
         finally:
             self._opening = None
         for hook in self._on_connected:
             hook(connection)
-        self._consumer_prefetch = 0
         if self._declarations:
             self._set_up(channel, self._declare_registered)
         started: set[int] = set()
         while pending := [(i, c) for i, c in list(self._consumers.items()) if i not in started]:
             for consumer_id, consumer in pending:
                 started.add(consumer_id)
-                if consumer.optional and not queue_exists(connection, consumer.queue):
+                if not self._queue_there(channel, consumer):
                     self._drop_vanished(consumer_id, consumer)
                 elif consumer_id in self._consumers:
                     self._start_consumer(channel, consumer)
@@ -452,7 +490,7 @@ class Link:
     def _open_channel(self, connection: Connection) -> Channel:
         """The link's channel on ``connection``: the shared main channel, or one of its own (with confirms on
         if the link publishes). A lost connection closes its channels too: it reaches the link that way."""
-        if self.shares_channel and not self.alone:
+        if not self.alone:
             self.channel = self._connections.lease_channel(connection, self, self._on_lost)
             self._on_main = True
             return self.channel
@@ -514,6 +552,18 @@ class Link:
                 self.last_error,
             )
         self._attempted.set()
+
+
+@dataclass
+class _Qos:
+    """The prefetch a channel's consumers start with (the last basic.qos), and the turn of whoever starts one."""
+
+    prefetch: int = 0
+    turn: Semaphore = field(default_factory=Semaphore)
+
+
+_channel_qos: weakref.WeakKeyDictionary[Channel, _Qos] = weakref.WeakKeyDictionary()
+_link_numbers = itertools.count(1)
 
 
 def queue_exists(connection: Connection, queue: str) -> bool:

@@ -1,5 +1,6 @@
-"""Publishing links of one process share their connection's main channel (issue 26.4): a bounded number of
-channels, and what one link causes (a refused declaration or publish, a reset) stays that link's."""
+"""Links of one process share their connection's main channel (issue 26.4): a bounded number of channels,
+what one link causes (a refused declaration, consumer or publish, a reset) stays that link's, and a link that
+leaves hands back what it received and did not acknowledge."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import gevent
 import pytest
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 
 from amphora import AmqpRpcClient, AmqpRpcServer
 from amphora.amqp import ConnectionParameters, Properties
@@ -29,9 +30,9 @@ def make_link(amqp_url: str) -> Iterator[Callable[..., Link]]:
     connections = SharedConnections()
     links: list[Link] = []
 
-    def make(*declarations: Queue, wait: bool = True) -> Link:
-        link = Link([ConnectionParameters.from_url(amqp_url)], f"link {len(links)}", confirm=True,
-                    connections=connections)  # fmt: skip
+    def make(*declarations: Queue, wait: bool = True, confirm: bool = True, prefetch: int = 0) -> Link:
+        link = Link([ConnectionParameters.from_url(amqp_url)], f"link {len(links)}", confirm=confirm,
+                    prefetch=prefetch, connections=connections)  # fmt: skip
         link.declare(declarations)
         links.append(link)
         link.start()
@@ -48,7 +49,7 @@ def broker_channels(node: RabbitNode) -> int:
     return sum(int(n) for n in node.ctl("list_connections", "-q", "--no-table-headers", "channels").split())
 
 
-def test_two_hundred_clients_and_a_server_publish_on_a_channel_a_connection(private_rabbit_node, service):
+def test_two_hundred_clients_and_a_server_stand_on_a_channel_a_connection(private_rabbit_node, service):
     url, sides = private_rabbit_node.url, 201
     server = AmqpRpcServer(service, url=url)
     server.add_function(lambda x: x + 1, "inc")
@@ -60,10 +61,10 @@ def test_two_hundred_clients_and_a_server_publish_on_a_channel_a_connection(priv
         calling = [gevent.spawn(client.call(timeout=60).inc, n) for n, client in enumerate(clients)]
         gevent.joinall(calling, raise_error=True)
         assert [g.value for g in calling] == [n + 1 for n in range(sides - 1)]
-        publishing = {id(side.transport.publisher.channel) for side in (server, *clients)}
-        assert len(publishing) == math.ceil(sides / LINKS_PER_CONNECTION)
-        # a consuming channel each (for now), and one publishing channel a connection
-        assert broker_channels(private_rabbit_node) == sides + len(publishing)
+        for role in ("publisher", "consumer"):
+            channels = {id(getattr(side.transport, role).channel) for side in (server, *clients)}
+            assert len(channels) == math.ceil(sides / LINKS_PER_CONNECTION)
+        assert broker_channels(private_rabbit_node) == 2 * math.ceil(sides / LINKS_PER_CONNECTION)
     finally:
         gevent.joinall([gevent.spawn(client.stop) for client in clients])
         server.stop()
@@ -156,3 +157,71 @@ def test_a_lost_shared_channel_reaches_every_link_and_no_call_is_lost(make_clien
     assert not shared.is_open
     assert all(link.generation > before for link, before in zip(links, generations, strict=True))
     wait_until(lambda: all(link.ready.is_set() and link.channel is links[0].channel for link in links))
+
+
+def consumers_prefetch(node: RabbitNode, queue: str) -> list[int]:
+    listed = node.ctl("list_consumers", "-q", "--no-table-headers", "queue_name", "prefetch_count")
+    return sorted(int(line.split()[1]) for line in listed.splitlines() if line.split()[0] == queue)
+
+
+def test_consumers_of_links_sharing_a_channel_keep_their_own_prefetch(make_link, rabbit_node, service):
+    links = [make_link(Queue(service), confirm=False, prefetch=n) for n in (1, 7, 1, 7)]
+    assert all(link.channel is links[0].channel for link in links)
+    starting = [gevent.spawn(link.add_consumer, service, lambda message: None) for link in links]
+    gevent.joinall(starting, raise_error=True)  # qos and consume of each interleave with the others'
+    assert consumers_prefetch(rabbit_node, service) == [1, 1, 7, 7]
+
+
+def test_a_link_whose_consumer_is_refused_at_setup_reports_it_and_others_stay_up(make_link, service):
+    first = make_link(Queue(service), confirm=False)
+    first.add_consumer(service, lambda message: message.ack())
+    shared, generation = first.channel, first.generation
+    refused = Link(first._parameters, "refused", connections=first._connections)
+    refused.add_consumer(f"{service}.missing", lambda message: None)
+    refused.start()
+    try:
+        with pytest.raises(NotFound):
+            refused.wait_ready(timeout=30)
+        wait_until(lambda: refused.failures >= 3, timeout=30)  # it keeps trying, on channels of its own
+    finally:
+        refused.stop()
+    assert shared is not None and shared.is_open and first.channel is shared and first.generation == generation
+
+
+def test_a_consumer_refused_on_the_shared_channel_sends_its_link_on_alone(make_link, service):
+    first, second = make_link(Queue(service), confirm=False), make_link(confirm=False)
+    shared, generation = first.channel, first.generation
+    with pytest.raises(NotFound):  # not checked first (a caller that can checks): it closes the channel, once
+        second.add_consumer(f"{service}.missing", lambda message: None)
+    wait_until(lambda: first.ready.is_set() and second.ready.is_set() and first.generation > generation)
+    assert second.alone and second.channel is not first.channel and not shared.is_open
+    moved, generation = first.channel, first.generation
+    with pytest.raises(NotFound):  # again: on its own channel now
+        second.add_consumer(f"{service}.missing", lambda message: None)
+    assert moved is not None and moved.is_open and first.channel is moved and first.generation == generation
+
+
+def test_a_stopped_server_hands_its_unacknowledged_requests_to_another_on_the_same_channel(make_client, make_server):
+    release = Event()
+
+    def wait_for_release(n: int) -> str:
+        release.wait()
+        return "stuck"
+
+    stuck = make_server(concurrency=3, stop_timeout=0.5)
+    stuck.add_function(wait_for_release, "which")
+    stuck.serve()
+    client = make_client()
+    calls = [gevent.spawn(client.call(timeout=60).which, n) for n in range(3)]
+    wait_until(lambda: len(stuck.transport.consumer.channel._acks.unacked) == 3)
+    other = make_server()
+    other.add_function(lambda n: f"other {n}", "which")
+    other.serve()
+    shared = other.transport.consumer.channel
+    assert shared is stuck.transport.consumer.channel
+    stuck.stop()  # its three requests, received and never acknowledged, go back to the queue
+    gevent.joinall(calls, raise_error=True)
+    assert sorted(g.value for g in calls) == ["other 0", "other 1", "other 2"]
+    release.set()  # if the stuck handlers still run, their late acks must not close the shared channel
+    assert client.call(timeout=30).which(3) == "other 3"
+    assert shared.is_open and other.transport.consumer.channel is shared
