@@ -3,12 +3,18 @@
 Every client and server stands on two links (:mod:`amphora.transport`), one consuming and one publishing.
 Were each to open a connection of its own, a process with a thousand clients would hold two thousand
 sockets, past what a broker allows by default. Instead the links of one hub that go to the same broker with
-the same role share a connection, each on channels of its own: at most :data:`LINKS_PER_CONNECTION` links a
-connection, so the connections are bounded by the links divided by that. Consuming and publishing stay on
-different connections, as RabbitMQ advises (a publisher the broker throttles must not hold up deliveries).
+the same role share a connection: at most :data:`LINKS_PER_CONNECTION` links a connection, so the
+connections are bounded by the links divided by that. Consuming and publishing stay on different
+connections, as RabbitMQ advises (a publisher the broker throttles must not hold up deliveries).
 
-A connection lives while one link leases it. What happens to it happens to every link on it: a lost
-connection, a heartbeat missed, or the broker blocking publication (``connection.blocked``) reach them all.
+The links of a connection also share its *main channel* (:meth:`SharedConnections.lease_channel`; in confirm
+mode on a publishing connection), so that the publishes, confirms, deliveries and acks of many links go out in
+few frames on one channel, which costs the broker and both sides far less per message than a channel each.
+Every link keeps its own confirms (one a message) and consumers (each with its own prefetch).
+
+A connection lives while one link leases it, its main channel while one link uses it. What happens to either
+happens to every link on it: a lost connection or main channel, a heartbeat missed, or the broker blocking
+publication (``connection.blocked``) reach them all.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from typing import Any
 import gevent
 from gevent.lock import Semaphore
 
-from .amqp import Connection, ConnectionParameters, open_connection
+from .amqp import Channel, Connection, ConnectionParameters, open_connection
 from .amqp.errors import AMQPError
 
 LINKS_PER_CONNECTION = 64
-"""Links at most on one shared connection (each has a channel, and may keep a few for operations)."""
+"""Links at most on one shared connection (each may keep a few channels of its own for operations)."""
 CLOSE_TIMEOUT = 2.0
 """Seconds the last link to give a connection back waits for the broker to confirm it closed."""
 
@@ -39,11 +45,29 @@ class Role(enum.Enum):
     PUBLISH = "publish"
 
 
+LostHook = Callable[[BaseException | None], None]
+
+
+@dataclass(eq=False)
+class _MainChannel:
+    """A connection's main channel and the links on it, each with what tells it the channel ended."""
+
+    channel: Channel
+    users: dict[object, LostHook] = field(default_factory=dict)
+
+    def on_close(self, error: BaseException | None) -> None:
+        for lost in list(self.users.values()):
+            lost(error)
+
+
 @dataclass(eq=False)
 class _Shared:
     connection: Connection
+    role: Role
     leases: int = 0
     full: bool = False
+    main: _MainChannel | None = None
+    opening_main: Semaphore = field(default_factory=Semaphore)
 
 
 @dataclass
@@ -76,12 +100,13 @@ class SharedConnections:
         asked = time.monotonic()
         with broker.opening:
             broker.connections = [s for s in broker.connections if s.connection.is_open]
-            shared = next((s for s in broker.connections if not s.full and s.leases < self.limit), None)
+            # none that no link leases: its last link is closing it
+            shared = next((s for s in broker.connections if not s.full and 0 < s.leases < self.limit), None)
             if shared is None:
                 if broker.failure is not None and broker.failed_at >= asked:
                     raise broker.failure  # the attempt this link waited for failed: not one more wait in turn
                 try:
-                    shared = _Shared(self._open(parameters))
+                    shared = _Shared(self._open(parameters), role)
                 except AMQPError as exc:
                     broker.failure, broker.failed_at = exc, time.monotonic()
                     raise
@@ -89,6 +114,36 @@ class SharedConnections:
                 self._leased[shared.connection] = shared
             shared.leases += 1
             return shared.connection
+
+    def lease_channel(self, connection: Connection, user: object, lost: LostHook) -> Channel:
+        """The main channel of a leased ``connection``, for ``user`` until :meth:`release_channel`: opened by the
+        first user (one at a time: the others wait and share it; in confirm mode on a publishing connection),
+        and again by the next one once it ended. ``lost(error)`` runs when it ends while ``user`` is on it.
+        Raises what opening a channel raises."""
+        shared = self._leased[connection]
+        with shared.opening_main:
+            main = shared.main
+            if main is None or not main.channel.is_open:
+                main = _MainChannel(connection.channel())
+                main.channel.add_close_callback(main.on_close)
+                if shared.role is Role.PUBLISH:
+                    main.channel.confirm_select()
+                shared.main = main
+            main.users[user] = lost
+            return main.channel
+
+    def release_channel(self, connection: Connection, user: object) -> None:
+        """``user`` is done with the main channel of ``connection``: closed once nobody uses it (a no-op if
+        ``user`` is not on it, e.g. it ended and another replaced it)."""
+        shared = self._leased.get(connection)
+        main = shared.main if shared is not None else None
+        if shared is None or main is None or main.users.pop(user, None) is None or main.users:
+            return
+        shared.main = None
+        try:
+            main.channel.close()
+        except AMQPError:  # it ended meanwhile
+            pass
 
     def full(self, connection: Connection) -> None:
         """Lease no more links ``connection``: it has no channel left for one."""

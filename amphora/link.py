@@ -1,5 +1,13 @@
 """Link: a channel that stays up, on a connection shared with the other links of the process.
 
+A link's channel is its connection's main channel, shared with the other links on that connection
+(:mod:`amphora.connections`); the link still has its own declarations, consumers, hooks, ready event,
+generation and operation channels. What the broker may refuse (declarations, the check that a queue to consume
+exists) goes on a channel of the link's own first, so that a refusal closes only that channel and stays that
+link's error; a link whose consumer the broker refuses on the shared channel all the same goes on alone
+(:meth:`Link.isolate`). A link that leaves a shared channel (stop, reset) cancels its consumers and hands
+back what they received and nobody acknowledged.
+
 It connects to one of several broker URLs (taking a connection from :mod:`amphora.connections`), declares the
 registered topology and starts the registered consumers, and when its channel or the connection dies it
 sets up again (backoff with jitter). Errors that retrying cannot fix (wrong password, unknown vhost, TLS, a
@@ -8,11 +16,13 @@ declaration the broker refuses) are kept in ``setup_error`` so that whoever wait
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import gevent
@@ -74,7 +84,9 @@ class Link:
     """One auto-reconnecting channel, its topology and its consumers, on a connection it shares with the
     other links of the process that go to the same broker in the same role (:mod:`amphora.connections`).
 
-    A link with ``confirm`` publishes (with publisher confirms); one without consumes.
+    A link with ``confirm`` publishes (with publisher confirms); one without consumes. Either is on the main
+    channel of its connection, shared with the other links there, unless :meth:`isolate` asks for one of its
+    own.
     """
 
     def __init__(
@@ -92,6 +104,9 @@ class Link:
         self._prefetch = prefetch
         self._confirm = confirm
         self._role = Role.PUBLISH if confirm else Role.CONSUME
+        self.alone = False
+        """Whether the link has a channel of its own instead of the shared main channel (see :meth:`isolate`)."""
+        self._on_main = False  # whether ``channel`` is the connection's shared main channel
         self._connections = connections or shared_connections()
         self._declarations: list[Declaration] = []
         self._consumers: dict[int, _Consumer] = {}
@@ -100,7 +115,8 @@ class Link:
         self._on_ready: list[ReadyHook] = []
         self.connection: Connection | None = None
         self.channel: Channel | None = None
-        self._consumer_prefetch = 0
+        self._tag_prefix = f"amphora.link{next(_link_numbers)}."  # its consumers' tags
+        self._tags = itertools.count(1)
         self.generation = 0
         self.ready = Event()
         self.setup_error: BaseException | None = None
@@ -136,8 +152,7 @@ class Link:
         channel = self._live_channel()
         if channel is not None:
             try:
-                for declaration in new:
-                    declaration.declare(channel)
+                self.set_up(channel, lambda setup: [declaration.declare(setup) for declaration in new])
             except ChannelClosed:
                 self.forget(new)
                 raise
@@ -202,16 +217,63 @@ class Link:
         channel = self.channel
         return channel if self.ready.is_set() and channel is not None and channel.is_open else None
 
+    def set_up(self, channel: Channel, work: Callable[[Channel], object]) -> None:
+        """Run ``work`` (declarations) on the link's channel, or when that is the shared main channel on a
+        channel of its own, closed after: if the broker refuses, it closes only that one."""
+        if not self._on_main:
+            work(channel)
+            return
+        setup = channel.connection.channel()
+        try:
+            work(setup)
+        finally:
+            _close_quietly(setup)
+
     def _start_consumer(self, channel: Channel, consumer: _Consumer) -> None:
+        """Consume with the consumer's prefetch; a consumer the broker refuses on the shared main channel sends
+        the link on alone (callers that can check the queue first: the broker would close the channel)."""
         # basic.qos without global applies to the consumers started after it on the channel (global qos
-        # is slower for the broker, and quorum queues refuse it)
+        # is slower for the broker, and quorum queues refuse it): each qos and its consume go together
         prefetch = consumer.prefetch or self._prefetch
-        if prefetch != self._consumer_prefetch:
-            channel.basic_qos(prefetch_count=prefetch)
-            self._consumer_prefetch = prefetch
-        consumer.tag = channel.basic_consume(
-            consumer.queue, consumer.on_message, no_ack=consumer.no_ack, on_cancel=consumer.on_cancel
-        )
+        qos = _channel_qos.setdefault(channel, _Qos())
+        try:
+            with qos.turn:
+                if prefetch != qos.prefetch:
+                    channel.basic_qos(prefetch_count=prefetch)
+                    qos.prefetch = prefetch
+                consumer.tag = channel.basic_consume(
+                    consumer.queue,
+                    consumer.on_message,
+                    no_ack=consumer.no_ack,
+                    consumer_tag=f"{self._tag_prefix}{next(self._tags)}",
+                    on_cancel=consumer.on_cancel,
+                )
+        except ChannelClosed:
+            if self._on_main:  # its retries must not close the channel under the others again
+                self.isolate(True)
+            raise
+
+    def _queue_there(self, channel: Channel, consumer: _Consumer) -> bool:
+        """At setup, whether a consumer's queue is there: an optional one's may be gone (False). On the shared
+        main channel, a missing one's (NotFound) is found on a channel of the link's own, which the broker
+        closes instead: a queue gone while the link was away does not close the channel under the others at
+        each retry."""
+        if consumer.optional:
+            return queue_exists(channel.connection, consumer.queue)
+        if self._on_main:
+            self.set_up(channel, lambda setup: setup.queue_declare(consumer.queue, passive=True))
+        return True
+
+    def _end_consumers(self, channel: Channel) -> None:
+        """Leaving a channel that stays open: cancel the link's consumers, and hand back what they (and those
+        removed before) received and nobody acknowledged, as closing the channel would."""
+        try:
+            for consumer in list(self._consumers.values()):
+                if consumer.tag is not None:
+                    channel.basic_cancel(consumer.tag)
+            channel.requeue_unacked(self._tag_prefix)
+        except AMQPError as exc:  # the channel ended meanwhile: the broker requeues them anyway
+            log.debug("%s: its consumers did not end cleanly: %s", self.name, exc)
 
     def execute(self, operation: Callable[[Channel], T], timeout: float | None = None) -> T:
         """Run ``operation(channel)`` once connected, and again if the connection is lost meanwhile.
@@ -320,9 +382,23 @@ class Link:
         return None
 
     def reset(self) -> None:
-        """Drop the channel and set everything up again (e.g. after the broker cancelled a consumer)."""
-        if self.channel is not None:
-            _close_quietly(self.channel)  # its close callback wakes the link, which sets up a new one
+        """Set the link up again (e.g. after the broker cancelled a consumer, or nacked a publish): declare,
+        start the consumers, a new generation, the ``on_ready`` hooks. A channel of the link's own is closed
+        first (its unacknowledged deliveries go back to their queues); the shared main channel stays open for
+        the other links on it: the link leaves it and takes it again."""
+        self.ready.clear()
+        self._lost.set()  # the link's greenlet gives the channel and the connection back and sets up again
+
+    def isolate(self, alone: bool) -> None:
+        """Use a channel of the link's own (``alone``), or again the shared main channel: a link that found
+        the broker refusing one of its publishes probes alone (its outbox says when it is done), and one whose
+        consumer the broker refused on the shared channel stays alone, so that the refusals it causes close no
+        channel of other links. A link on the other kind of channel sets up again (:meth:`reset`)."""
+        if alone == self.alone:
+            return
+        self.alone = alone
+        if self.channel is not None and self._on_main == alone:
+            self.reset()
 
     def stop(self) -> None:
         """Close the link's channels, give its connection back, and stop reconnecting."""
@@ -336,11 +412,19 @@ class Link:
     def _release_connection(self) -> None:
         """Close the link's channels (unacknowledged deliveries go back to their queues) and give the connection
         back; whoever comes second finds nothing to do."""
-        connection, channels = self.connection, [self.channel, *self._operation_channels]
+        connection, main, channels = self.connection, self.channel, [self.channel, *self._operation_channels]
+        if self._on_main:  # the others on it keep it open
+            channels[0] = None
         self.connection, self.channel, self._operation_channels = None, None, []
         if connection is None:
             return
         try:
+            if self._on_main:
+                self._on_main = False
+                with gevent.Timeout(CLOSE_TIMEOUT, False):
+                    if main is not None:
+                        self._end_consumers(main)
+                    self._connections.release_channel(connection, self)
             if connection.is_open:
                 with gevent.Timeout(CLOSE_TIMEOUT, False):
                     for channel in channels:
@@ -364,6 +448,10 @@ class Link:
                 self._attempted.set()
                 self._lost.wait()
                 first = (index + 1) % len(self._parameters)
+            except ChannelLimitReached as exc:  # the shared connection has no channel left: the next lease
+                log.debug("%s: %s; leasing another connection", self.name, exc)  # gives another one
+                if self.connection is not None:
+                    self._connections.full(self.connection)
             except AMQPError as exc:
                 self.failures += 1
                 self._report_failure(parameters, exc)
@@ -378,31 +466,18 @@ class Link:
         self._opening, self._attempt_started = parameters.url, time.monotonic()
         try:
             connection = self.connection = self._connections.lease(parameters, self._role)
-            try:
-                channel = self.channel = connection.channel()
-            except ChannelLimitReached:  # the shared connection has no channel left: a new one has
-                self._connections.full(connection)
-                self._release_connection()
-                connection = self.connection = self._connections.lease(parameters, self._role)
-                channel = self.channel = connection.channel()
+            channel = self._open_channel(connection)
         finally:
             self._opening = None
-        channel.add_close_callback(self._on_lost)  # a lost connection closes its channels too
         for hook in self._on_connected:
             hook(connection)
-        if self._confirm:
-            channel.confirm_select()
-        self._consumer_prefetch = 0
-        # Registrations made while this runs (each step yields) are caught by re-reading the registries.
-        declared = 0
-        while declared < len(self._declarations):
-            self._declarations[declared].declare(channel)
-            declared += 1
+        if self._declarations:
+            self.set_up(channel, self._declare_registered)
         started: set[int] = set()
         while pending := [(i, c) for i, c in list(self._consumers.items()) if i not in started]:
             for consumer_id, consumer in pending:
                 started.add(consumer_id)
-                if consumer.optional and not queue_exists(connection, consumer.queue):
+                if not self._queue_there(channel, consumer):
                     self._drop_vanished(consumer_id, consumer)
                 elif consumer_id in self._consumers:
                     self._start_consumer(channel, consumer)
@@ -411,6 +486,26 @@ class Link:
             ready_hook(channel)
         self.ready.set()
         log.info("%s: connected to %s", self.name, parameters.url)
+
+    def _open_channel(self, connection: Connection) -> Channel:
+        """The link's channel on ``connection``: the shared main channel, or one of its own (with confirms on
+        if the link publishes). A lost connection closes its channels too: it reaches the link that way."""
+        if not self.alone:
+            self.channel = self._connections.lease_channel(connection, self, self._on_lost)
+            self._on_main = True
+            return self.channel
+        channel = self.channel = connection.channel()
+        channel.add_close_callback(self._on_lost)
+        if self._confirm:
+            channel.confirm_select()
+        return channel
+
+    def _declare_registered(self, channel: Channel) -> None:
+        """Declare the registered topology; declarations registered meanwhile (each step yields) too."""
+        declared = 0
+        while declared < len(self._declarations):
+            self._declarations[declared].declare(channel)
+            declared += 1
 
     def _drop_vanished(self, consumer_id: int, consumer: _Consumer) -> None:
         log.info("%s: queue %s is gone: its consumer ends", self.name, consumer.queue)
@@ -457,6 +552,18 @@ class Link:
                 self.last_error,
             )
         self._attempted.set()
+
+
+@dataclass
+class _Qos:
+    """The prefetch a channel's consumers start with (the last basic.qos), and the turn of whoever starts one."""
+
+    prefetch: int = 0
+    turn: Semaphore = field(default_factory=Semaphore)
+
+
+_channel_qos: weakref.WeakKeyDictionary[Channel, _Qos] = weakref.WeakKeyDictionary()
+_link_numbers = itertools.count(1)
 
 
 def queue_exists(connection: Connection, queue: str) -> bool:

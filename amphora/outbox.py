@@ -5,12 +5,15 @@ otherwise it queues, and a pump greenlet publishes it when the link is up and th
 connection is lost before the confirm, the message stays: after the reconnect every message not published
 on the new connection is published again, in order, before any new one.
 
-A nacked message is published again after a short pause, on a new connection. A returned (unroutable) one
-leaves with that error. One the broker refuses by closing the channel (no write permission, no such
-exchange, over its ``max_message_size``) or the connection (a frame error: see :meth:`Outbox.check` for what
-is refused before that) is found by publishing one at a time after the refusal, and leaves with that error
-when the broker refuses it a second time. A full outbox (``limit`` messages) makes ``publish`` wait
-(backpressure), or raise :class:`OutboxFull` if asked.
+A nacked message is published again after a short pause, once the link set up again. A returned
+(unroutable) one leaves with that error. One the broker refuses by closing the channel (no write
+permission, no such exchange, over its ``max_message_size``) or the connection (a frame error: see
+:meth:`Outbox.check` for what is refused before that) is found by publishing one at a time after the
+refusal, and leaves with that error when the broker refuses it a second time. Meanwhile the link publishes
+on a channel of its own (:meth:`Link.isolate <amphora.link.Link.isolate>`), not on the main channel it
+shares with other links: the refusals it probes for close no channel of theirs, and their messages never
+pass for the refused one. A full outbox (``limit`` messages) makes ``publish`` wait (backpressure), or
+raise :class:`OutboxFull` if asked.
 
 The bookkeeping and every decision above are :class:`amphora.outbox_state.OutboxState`'s; this module is its
 gevent driver: the events publishers and flushers wait on, the pump greenlet, the timer of the reconnect
@@ -165,6 +168,7 @@ class Outbox:
         elif verdict is Verdict.RECONNECT:
             log.warning("broker nacked a message to %r; publishing it again after reconnecting", envelope.exchange)
             gevent.spawn_later(NACK_BACKOFF, self._reconnect_after_nack, generation)
+        self._link.isolate(self._state.careful)
         if self._wants_every_frame is not None:
             self._may_wait_again()
         if self._state.unsent:

@@ -122,6 +122,11 @@ class OutboxState:
         self.unsent.append(envelope)
         return False
 
+    @property
+    def careful(self) -> bool:
+        """Whether the messages published after a refusal go one at a time, to find the refused one."""
+        return self._careful_from is not None
+
     def window_for(self, generation: int) -> int:
         """Messages that may await their confirm on connection ``generation``: 1 in careful mode."""
         careful = self._careful_from is not None and generation >= self._careful_from

@@ -79,7 +79,7 @@ class SharedReplies:
         """What each client's replies need (its exchanges and two bindings), counted by the clients needing it."""
         self.link.declare([Queue(self.queue, arguments=arguments), self._bindings])
         self.link.on_connected(self._check_queue)
-        self.link.on_ready(self._bindings.declare)  # those of clients that came while the link set up
+        self.link.on_ready(self._bind_latecomers)
         self.link.on_ready(self._start_unbinding)
         self.link.add_consumer(self.queue, self._on_message, on_cancel=self._on_cancelled)
         self._clients: dict[_Key, _ClientRef] = {}
@@ -103,11 +103,10 @@ class SharedReplies:
             self._clients[key] = ref
         self._dead_exchanges[topology.dead_exchange] += 1
         new = self._bindings.add(needs)
-        channel = self.link.channel
-        if new and self.link.ready.is_set() and channel is not None:
-            try:
-                _declare(channel, new)
-            except ChannelClosed:  # refused (the channel is set up again without them)
+        if new and self.link.ready.is_set():
+            try:  # on a channel of the link's own: a refusal closes only that one
+                self.link.execute(lambda channel: _declare(channel, new), timeout=self.link.connection_timeout)
+            except (ChannelClosed, TimeoutError):
                 self._remove(ref, keys, needs)
                 raise
             except AMQPError as exc:  # the connection is lost: declared once it is back
@@ -203,17 +202,23 @@ class SharedReplies:
             client.on_reply(message)
         settle_quietly(message.ack)  # if the channel is gone: redelivered, then dropped as already answered
 
+    def _bind_latecomers(self, channel: Channel) -> None:
+        """Bind, before the queue counts as consumed, the clients that came while the link set up."""
+        self.link.set_up(channel, self._bindings.declare)
+
     def _fail_all(self, error_text: str) -> None:
         for client in list(self._live_clients()):
             client.fail_pending_calls(error_text)
 
     def _on_cancelled(self, consumer_tag: str) -> None:
         self._fail_all(f"the reply queue {self.queue} was deleted while calls waited on it")
+        self._bindings.redeclare_all()  # they went with it
         gevent.spawn(self.link.reset)  # declare it again and consume anew
 
     def _check_queue(self, connection: Connection) -> None:
         """On a reconnect with calls waiting: fail them at once if the queue vanished meanwhile (not on the
         first connection, which declares it: calls made before wait for it)."""
+        self._bindings.redeclare_all()  # the broker may have lost them (a restart without persistence, an expiry)
         if not self.link.generation or not any(c.has_pending_calls() for c in self._live_clients()):
             return
         if not queue_exists(connection, self.queue):

@@ -98,8 +98,7 @@ class DeclarationSet:
 
     def __init__(self) -> None:
         self._counts: collections.Counter[Entity] = collections.Counter()
-        self._channel: Channel | None = None
-        self._declared: set[Entity] = set()  # on _channel
+        self._declared: set[Entity] = set()
 
     def __contains__(self, declaration: object) -> bool:
         return declaration in self._counts
@@ -118,10 +117,13 @@ class DeclarationSet:
             self._counts.pop(declaration, None)
         return unneeded
 
+    def redeclare_all(self) -> None:
+        """The broker may have lost them (a new connection, a deleted queue): the next :meth:`declare` declares
+        every one."""
+        self._declared = set()
+
     def declare(self, channel: Channel) -> None:
-        """Declare on ``channel`` those not yet declared on it (also those added meanwhile)."""
-        if channel is not self._channel:
-            self._channel, self._declared = channel, set()
+        """Declare those not declared since :meth:`redeclare_all` (also those added meanwhile)."""
         while new := [declaration for declaration in list(self._counts) if declaration not in self._declared]:
             for declaration in new:
                 declaration.declare(channel)

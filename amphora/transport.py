@@ -1,9 +1,10 @@
 """Transport: what a client or a server stands on to reach the broker.
 
 A consuming link (prefetch as given), a publishing link with publisher confirms, both on connections shared
-with the rest of the process (:mod:`amphora.connections`), the outbox that publishes through the second, and
-the per-key request queues known to exist. Clients and servers each build one and differ only in what they
-declare, consume and publish on it; :class:`OnTransport` holds what they share above it.
+with the rest of the process, on channels shared too (:mod:`amphora.connections`), the outbox
+that publishes through the second, and the per-key request queues known to exist. Clients and servers each
+build one and differ only in what they declare, consume and publish on it; :class:`OnTransport` holds what
+they share above it.
 """
 
 from __future__ import annotations

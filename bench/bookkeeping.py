@@ -78,6 +78,9 @@ class _Link:
     def on_ready(self, callback: Callable[[Any], None]) -> None:
         pass
 
+    def isolate(self, alone: bool) -> None:
+        pass
+
 
 def outbox_cost(messages: int, repeat: int) -> float:
     link = _Link()

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 import gevent
+from gevent.event import Event
+
+from amphora.amqp import connect
 
 SERVER_SCRIPT = Path(__file__).with_name("rpc_process.py")
 
@@ -64,3 +67,23 @@ class Occupancy:
         self.peak = max(self.peak, self.running)
         gevent.sleep(self.seconds)
         self.running -= 1
+
+
+def drain(url: str, queue: str) -> list[bytes]:
+    """Take every message of ``queue``, in order."""
+    connection = connect(url)
+    channel = connection.channel()
+    bodies: list[bytes] = []
+    done = Event()
+    count = channel.queue_declare(queue, passive=True).message_count
+
+    def take(message) -> None:
+        bodies.append(message.body)
+        if len(bodies) == count:
+            done.set()
+
+    if count:
+        channel.basic_consume(queue, take, no_ack=True)
+        done.wait(timeout=30)
+    connection.close()
+    return bodies

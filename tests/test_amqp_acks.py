@@ -96,3 +96,18 @@ def test_after_discard_nothing_is_sent(gatherer, sent):
     gatherer.flush()
     assert sent == []
     assert not gatherer.unacked
+
+
+def test_the_leftovers_of_consumers_by_tag_prefix_and_settles_of_them_dropped_once_handed_back(sent):
+    acks = AckGatherer(CHANNEL, sent.append)
+    for tag, consumer in ((1, "link1.1"), (2, "link2.1"), (3, "link1.2"), (4, "link1.1")):
+        acks.delivered(tag, consumer)
+    acks.ack(4)
+    assert acks.leftovers("link1.") == [1, 3]  # the gathered ack of 4 went out first
+    assert sent == [ack_frame(CHANNEL, 4, False)]
+    for tag in (1, 3):
+        assert acks.settled(tag, multiple=False)  # handed back (rejected) by the channel
+    acks.ack(1)  # their owner, late: nothing goes out for them
+    assert not acks.settled(3, multiple=False)
+    acks.flush()
+    assert sent == [ack_frame(CHANNEL, 4, False)] and list(acks.unacked) == [2]

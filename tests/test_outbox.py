@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gevent.event import AsyncResult, Event
+from gevent.event import AsyncResult
 
 from amphora import outbox as outbox_module
 from amphora.amqp import ConnectionParameters, Properties, connect
@@ -11,7 +11,7 @@ from amphora.amqp.errors import NotFound
 from amphora.link import Link
 from amphora.outbox import Outbox
 from amphora.topology import Queue
-from helpers import wait_until
+from helpers import drain, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,22 +29,6 @@ def start_outbox(url: str, queue: str, window: int) -> tuple[Link, Outbox]:
     link.start()
     assert link.wait_ready(timeout=30)
     return link, outbox
-
-
-def drain(url: str, queue: str) -> list[bytes]:
-    channel = connect(url).channel()
-    bodies: list[bytes] = []
-    done = Event()
-    count = channel.queue_declare(queue, passive=True).message_count
-
-    def take(message) -> None:
-        bodies.append(message.body)
-        if len(bodies) == count:
-            done.set()
-
-    channel.basic_consume(queue, take, no_ack=True)
-    done.wait(timeout=30)
-    return bodies
 
 
 def test_window_bounds_unconfirmed_publishes_and_keeps_order(amqp_url, service):

@@ -9,7 +9,8 @@ import gevent
 import pytest
 
 from amphora import AmqpRpcClient, AmqpRpcServer
-from amphora.connections import LINKS_PER_CONNECTION
+from amphora.amqp import ConnectionParameters
+from amphora.connections import LINKS_PER_CONNECTION, Role, SharedConnections
 from amphora.testing import RabbitNode
 from helpers import wait_until
 
@@ -90,12 +91,37 @@ def test_a_connection_without_a_free_channel_sends_new_links_to_another(amqp_url
     server = AmqpRpcServer(service, url=url)
     server.add_function(lambda: "pong", "ping")
     server.serve()
-    clients = [AmqpRpcClient(service, url=url) for _ in range(7)]
+    first = server.transport.consumer.connection
+    assert first is not None
+    taken = [first.channel() for _ in range(2)]  # with the channel its links share, all three are open
+    clients = [AmqpRpcClient(service, url=url) for _ in range(3)]
     try:
-        consuming = {id(side.transport.consumer.connection) for side in (server, *clients)}
-        assert len(consuming) >= math.ceil(8 / 3)
+        assert all(client.transport.consumer.connection is not first for client in clients)
         assert all(client.call(timeout=30).ping() == "pong" for client in clients)
     finally:
         for client in clients:
             client.stop()
         server.stop()
+        for channel in taken:
+            channel.close()
+
+
+class _SlowToClose:
+    """A connection whose close takes a while, as a real one waits for the broker's answer."""
+
+    is_open = True
+
+    def close(self, timeout: float) -> None:
+        gevent.sleep(0.01)
+        self.is_open = False
+
+
+def test_a_connection_its_last_link_is_closing_goes_to_no_new_link():
+    connections = SharedConnections(open=lambda parameters: _SlowToClose())  # type: ignore[arg-type,return-value]
+    parameters = ConnectionParameters.from_url("amqp://localhost/")
+    first = connections.lease(parameters, Role.PUBLISH)
+    closing = gevent.spawn(connections.release, first)
+    gevent.sleep(0)  # the last link gave it back: it is closing
+    second = connections.lease(parameters, Role.PUBLISH)
+    assert second is not first
+    closing.join()

@@ -2,6 +2,10 @@
 
 Fewer ack frames save the broker and both sides a write and a read per message. Gathered acks go out as one
 ``multiple`` ack for the leading run of outstanding tags they cover, and single acks for the others.
+
+Each outstanding delivery is known with its consumer, so that the deliveries of one consumer, whose owner
+goes away while the channel stays open for other consumers, can be handed back (:meth:`AckGatherer.leftovers`);
+a settle of a delivery no longer outstanding is then dropped, since the broker would close the channel for it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ class AckGatherer:
     def __init__(self, channel_id: int, send: Callable[[bytes], None]) -> None:
         self._channel_id = channel_id
         self._send = send
-        self.unacked: dict[int, None] = {}  # delivery tags awaiting our ack, in delivery order
+        self.unacked: dict[int, str] = {}  # delivery tags awaiting our ack, in delivery order: their consumer tags
         self.gathered: set[int] = set()  # acks not sent yet
         self._batch = 1
         self._flush: Any = None  # the loop callback or timer that sends them
@@ -41,16 +45,19 @@ class AckGatherer:
         batch = max(1, prefetch_count // 2) if prefetch_count else ACK_BATCH_UNLIMITED
         self._batch = min(self._batch, batch) if shared else batch
 
-    def delivered(self, delivery_tag: int) -> None:
-        """A delivery that needs an ack arrived."""
-        self.unacked[delivery_tag] = None
+    def delivered(self, delivery_tag: int, consumer_tag: str = "") -> None:
+        """A delivery that needs an ack arrived, for ``consumer_tag``."""
+        self.unacked[delivery_tag] = consumer_tag
 
     def ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        """Acknowledge one delivery (gathered), or every one up to it with ``multiple`` (sent at once)."""
+        """Acknowledge one delivery (gathered; dropped if no longer outstanding), or every one up to it with
+        ``multiple`` (sent at once)."""
         if multiple:
             self.flush()
             self._forget_through(delivery_tag)
             self._send(frames.ack_frame(self._channel_id, delivery_tag, True))
+            return
+        if delivery_tag not in self.unacked:
             return
         gathered = self.gathered
         gathered.add(delivery_tag)
@@ -63,14 +70,21 @@ class AckGatherer:
             self._flush = gevent.get_hub().loop.timer(ACK_DELAY)
             self._flush.start(self.flush)
 
-    def settled(self, delivery_tag: int, multiple: bool) -> None:
+    def settled(self, delivery_tag: int, multiple: bool) -> bool:
         """Before a nack or reject of the delivery (every one up to it with ``multiple``) is sent: the acks
-        gathered so far go first, and the settled tags are no longer outstanding."""
+        gathered so far go first, and the settled tags are no longer outstanding. False: the delivery was
+        no longer outstanding, and nothing is to be sent."""
         self.flush()
         if multiple:
             self._forget_through(delivery_tag)
-        else:
-            self.unacked.pop(delivery_tag, None)
+            return True
+        return self.unacked.pop(delivery_tag, None) is not None
+
+    def leftovers(self, consumer_prefix: str) -> list[int]:
+        """The outstanding deliveries of the consumers whose tags start with ``consumer_prefix``, once the
+        gathered acks went out: the caller requeues them."""
+        self.flush()
+        return [tag for tag, consumer in self.unacked.items() if consumer.startswith(consumer_prefix)]
 
     def flush(self) -> None:
         """Send the gathered acks now."""

@@ -220,6 +220,13 @@ class Channel:
         self._rpc(Basic.Cancel(consumer_tag=consumer_tag), Basic.CancelOk)
         self._consumers.pop(consumer_tag, None)
 
+    def requeue_unacked(self, consumer_prefix: str) -> None:
+        """Hand back to their queues the unacknowledged deliveries of the (cancelled) consumers whose tags
+        start with ``consumer_prefix``, whose owner goes away while the channel stays open for others; later
+        settles of them are dropped (the broker would close the channel for them)."""
+        for tag in self._acks.leftovers(consumer_prefix):
+            self.basic_reject(tag, requeue=True)
+
     # --- publishing ----------------------------------------------------------------------------
 
     def basic_publish(
@@ -293,14 +300,16 @@ class Channel:
         self._acks.ack(delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        """Nack a delivery (every one up to it with ``multiple``); a single one no longer outstanding: nothing."""
         self._raise_if_closed()
-        self._acks.settled(delivery_tag, multiple)
-        self._send(frames.method_frame(self.id, Basic.Nack(delivery_tag, multiple, requeue)))
+        if self._acks.settled(delivery_tag, multiple):
+            self._send(frames.method_frame(self.id, Basic.Nack(delivery_tag, multiple, requeue)))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        """Reject a delivery; one no longer outstanding: nothing."""
         self._raise_if_closed()
-        self._acks.settled(delivery_tag, False)
-        self._send(frames.method_frame(self.id, Basic.Reject(delivery_tag, requeue)))
+        if self._acks.settled(delivery_tag, False):
+            self._send(frames.method_frame(self.id, Basic.Reject(delivery_tag, requeue)))
 
     def flush_acks(self) -> None:
         """Send the gathered acks now."""
@@ -377,7 +386,7 @@ class Channel:
             self, body, properties, method.exchange, method.routing_key, tag, method.redelivered, method.consumer_tag
         )
         if not consumer.no_ack:
-            self._acks.delivered(tag)
+            self._acks.delivered(tag, method.consumer_tag)
         try:
             consumer.on_message(message)
         except Exception:

@@ -409,6 +409,13 @@ class Broker:
         if consumer is not None:
             self._remove_consumer(consumer)
 
+    def requeue_leftovers(self, session: Session, prefix: str) -> list[int]:
+        """Put the deliveries awaiting an ack of the consumers whose tags start with ``prefix`` back in their
+        queues; their delivery tags."""
+        tags = [delivery for delivery, (_, consumer) in session.unacked.items() if consumer.tag.startswith(prefix)]
+        self._requeue(session, tags)
+        return tags
+
     def _remove_consumer(self, consumer: Consumer) -> None:
         queue = consumer.queue
         del consumer.session.consumers[consumer.tag]

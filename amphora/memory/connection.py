@@ -237,6 +237,7 @@ class MemoryChannel:
         self._confirming = False
         self._unconfirmed: dict[Confirmation, None] = {}  # in publish order
         self._consumers: dict[str, _Consumer] = {}
+        self._requeued: set[int] = set()  # delivery tags requeued when their consumer was cancelled
         self._close_callbacks: list[Callable[[BaseException | None], None]] = []
         self._return_callbacks: list[Callable[[Message, MessageReturned], None]] = []
 
@@ -331,6 +332,11 @@ class MemoryChannel:
         self._call(self._broker.cancel, self._session, consumer_tag)
         self._consumers.pop(consumer_tag, None)
 
+    def requeue_unacked(self, consumer_prefix: str) -> None:
+        """Hand back the unacknowledged deliveries of the consumers whose tags start with ``consumer_prefix``;
+        later settles of them are dropped."""
+        self._requeued.update(self._call(self._broker.requeue_leftovers, self._session, consumer_prefix))
+
     # --- publishing ----------------------------------------------------------------------------
 
     def basic_publish(
@@ -415,10 +421,13 @@ class MemoryChannel:
     def flush_acks(self) -> None:
         """Acks reach the broker at once: nothing to flush."""
 
-    def _settle(self, operation: Callable[..., None], *args: Any) -> None:
+    def _settle(self, operation: Callable[..., None], delivery_tag: int, multiple: bool, *args: Any) -> None:
         self._raise_if_closed()
+        if not multiple and delivery_tag in self._requeued:  # requeued when its consumer was cancelled
+            self._requeued.discard(delivery_tag)
+            return
         try:
-            operation(self._session, *args)
+            operation(self._session, delivery_tag, multiple, *args)
         except ChannelClosed as exc:  # an unknown delivery tag: RabbitMQ closes the channel
             self._refused(exc)
 
