@@ -60,9 +60,9 @@ FAILURE_REPORT_INTERVAL = 30.0
 OPERATION_CHANNELS = 64
 """Channels a link keeps at most for :meth:`Link.execute`: more concurrent operations wait their turn."""
 CHANNEL_WAIT = 0.1
+"""Seconds at most that an operation which found no free channel number waits before it tries again."""
 CLOSE_TIMEOUT = 2.0
 """Seconds a stopping link waits for the broker to confirm its channels closed."""
-"""Seconds at most that an operation which found no free channel number waits before it tries again."""
 
 ConnectedHook = Callable[[Connection], None]
 ReadyHook = Callable[[Channel], None]
