@@ -149,8 +149,7 @@ class Outbox:
         confirmation.add_done_callback(lambda c: self._on_confirmation(envelope, generation, c))
         if self._state.confirms_may_wait():
             if self._wants_every_frame is not None:
-                self._wants_every_frame.reads_may_wait(self)
-                self._wants_every_frame = None
+                self.stop_waiting()
             channel.connection.hold_reads(self)
         else:
             self._want_every_frame(channel.connection)
@@ -176,20 +175,20 @@ class Outbox:
 
     def _want_every_frame(self, connection: Connection) -> None:
         """Have the confirms read at once: nobody sharing ``connection`` holds them back meanwhile."""
-        if self._wants_every_frame is not None and self._wants_every_frame is not connection:
-            self._wants_every_frame.reads_may_wait(self)  # a connection the link left, which others may share
+        if self._wants_every_frame is not connection:
+            self.stop_waiting()  # on a connection the link left, which others may share
         self._wants_every_frame = connection
         connection.release_reads(self)
 
     def _may_wait_again(self) -> None:
         """Once few confirms are awaited again, let others on the connection hold reads again."""
-        if self._wants_every_frame is not None and self._state.confirms_may_wait():
-            self._wants_every_frame.reads_may_wait(self)
-            self._wants_every_frame = None
+        if self._state.confirms_may_wait():
+            self.stop_waiting()
 
     def stop_waiting(self) -> None:
-        """The link stopped: the connection it leaves (which others may share) need not read every frame at
-        once for this outbox any more (the confirms of what it holds come after the next start)."""
+        """No longer ask the connection (which others may share) to read every frame at once for this outbox:
+        few confirms are awaited, it left the connection, or its link stopped (the confirms of what it holds
+        come after the next start)."""
         if self._wants_every_frame is not None:
             self._wants_every_frame.reads_may_wait(self)
             self._wants_every_frame = None

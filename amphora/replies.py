@@ -67,23 +67,17 @@ _Registration = tuple[_ClientRef, tuple[_Key, ...], list[Entity]]
 class SharedReplies:
     """One shared reply queue, its consumer and the clients it serves (see the module docstring)."""
 
-    def __init__(
-        self, parameters: Sequence[ConnectionParameters], expires_ms: int, queue_type: str, queue: str | None = None
-    ) -> None:
-        self.queue = queue or f"rpc_replies_{uuid.uuid4().hex}"
-        arguments: dict[str, Any] = {"x-expires": expires_ms}
-        if queue_type != "classic":
-            arguments["x-queue-type"] = queue_type
+    def __init__(self, parameters: Sequence[ConnectionParameters], queue: Queue) -> None:
+        self.queue = queue.name
         self.link = Link(parameters, f"reply queue {self.queue}", prefetch=REPLY_PREFETCH)
         self._bindings = DeclarationSet()
         """What each client's replies need (its exchanges and two bindings), counted by the clients needing it."""
-        self.link.declare([Queue(self.queue, arguments=arguments), self._bindings])
+        self.link.declare([queue, self._bindings])
         self.link.on_connected(self._check_queue)
         self.link.on_ready(self._bind_latecomers)
         self.link.on_ready(self._start_unbinding)
         self.link.add_consumer(self.queue, self._on_message, on_cancel=self._on_cancelled)
         self._clients: dict[_Key, _ClientRef] = {}
-        self._dead_exchanges: collections.Counter[str] = collections.Counter()
         self._gone: collections.deque[_Registration] = collections.deque()
         """Registrations of clients that were garbage collected (appended by weakref callbacks, in any thread)."""
         self._unbinding: list[Binding] = []
@@ -101,11 +95,9 @@ class SharedReplies:
         ref = weakref.ref(client, lambda gone: self._gone.append((gone, keys, needs)))
         for key in keys:
             self._clients[key] = ref
-        self._dead_exchanges[topology.dead_exchange] += 1
-        new = self._bindings.add(needs)
-        if new and self.link.ready.is_set():
+        if self._bindings.add(needs) and self.link.ready.is_set():
             try:  # on a channel of the link's own: a refusal closes only that one
-                self.link.execute(lambda channel: _declare(channel, new), timeout=self.link.connection_timeout)
+                self.link.execute(self._bindings.declare, timeout=self.link.connection_timeout)
             except (ChannelClosed, TimeoutError):
                 self._remove(ref, keys, needs)
                 raise
@@ -134,10 +126,6 @@ class SharedReplies:
         for key in keys:
             if self._clients.get(key) is ref:  # not if a client with the same uuid came since
                 del self._clients[key]
-        dead_exchange = keys[1][0]
-        self._dead_exchanges[dead_exchange] -= 1
-        if self._dead_exchanges[dead_exchange] <= 0:
-            del self._dead_exchanges[dead_exchange]
         return self._bindings.remove(needs)
 
     def _start_unbinding(self, channel: Channel | None = None) -> None:
@@ -191,12 +179,10 @@ class SharedReplies:
     # --- the consumer (reader greenlet) ------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        exchange = message.exchange
-        if exchange in self._dead_exchanges:
-            client_id = str((message.properties.headers or {}).get(HEADER_CLIENT, ""))
-        else:
-            client_id = message.routing_key
-        ref = self._clients.get((exchange, client_id))
+        # an expired request, dead-lettered here, names its caller in a header (its routing key is the request's);
+        # a reply has no such header and is routed by its caller's id
+        client_id = (message.properties.headers or {}).get(HEADER_CLIENT) or message.routing_key
+        ref = self._clients.get((message.exchange, str(client_id)))
         client = ref() if ref is not None else None
         if client is not None:
             client.on_reply(message)
@@ -225,11 +211,6 @@ class SharedReplies:
             self._fail_all(f"the reply queue {self.queue} expired while its clients were away")
 
 
-def _declare(channel: Channel, declarations: Sequence[Entity]) -> None:
-    for declaration in declarations:
-        declaration.declare(channel)
-
-
 _per_hub: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], SharedReplies]] = weakref.WeakKeyDictionary()
 
 
@@ -252,5 +233,6 @@ def shared_replies(
     )
     replies = queues.get(key)
     if replies is None:
-        replies = queues[key] = SharedReplies(parameters, topology.reply_queue_expires_ms, topology.queue_type, queue)
+        name = queue or f"rpc_replies_{uuid.uuid4().hex}"
+        replies = queues[key] = SharedReplies(parameters, topology.reply_queue_declaration(name))
     return replies

@@ -187,6 +187,10 @@ class ServiceTopology:
         """The reply queue of a client given a fixed uuid (the others share one per process)."""
         return f"rpc_{self.service}_{client_id}_response"
 
+    def reply_queue_declaration(self, name: str) -> Queue:
+        """A reply queue, durable, of the service's queue type, deleted once unused ``reply_queue_expires``."""
+        return self._queue(name, {"x-expires": self.reply_queue_expires_ms})
+
     @property
     def events_exchange(self) -> str:
         return f"rpc_{self.service}_events"
